@@ -1,0 +1,37 @@
+# webhooks: PGXS build.  Warnings become errors only in CI (PG_CFLAGS=-Werror).
+
+MODULE_big = webhooks
+OBJS = \
+	src/webhooks.o \
+	src/url.o \
+	src/signing.o \
+	src/http.o \
+	src/payload.o \
+	src/functions.o \
+	src/worker.o
+
+EXTENSION = webhooks
+DATA = sql/webhooks--1.0.sql
+PGFILEDESC = "webhooks - signed, reliably delivered HTTPS webhooks"
+
+PG_CPPFLAGS = -I$(srcdir)/src
+SHLIB_LINK = -lcurl -lcrypto
+
+# pg_regress: inputs in sql/, outputs in expected/, on a temp instance that
+# preloads the library (the pg_cron trick).
+REGRESS = schema url_validation wizard_errors emit trigger
+REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
+
+# isolation specs live in test/specs, their outputs in test/expected
+ISOLATION = activation_race
+ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/regress.conf
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+PROVE_FLAGS = -I test
+
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,263 @@
+/*-------------------------------------------------------------------------
+ *
+ * functions.c
+ *	  SQL-callable functions that are not about payloads: the connection
+ *	  test, URL and header validation, and install-time checks.
+ *
+ * The connection test runs in the calling backend (the wizard needs its
+ * answer before it stores anything).  It uses the same engine, headers and
+ * signing as the worker, waits on the backend's latch so a cancel or
+ * statement_timeout interrupts it at once, and reports HTTP and transport
+ * failures as data (ok = false), not as errors.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "webhooks.h"
+
+#include "access/htup_details.h"
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "port.h"
+#include "url.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+/* raise the error for a URL that fails validation */
+static void
+check_target_url(const char *url)
+{
+	char		reason[512];
+	WhUrlStatus st;
+
+	st = wh_url_check(url, wh_allow_private_targets, NULL, reason, sizeof(reason));
+	if (st == WH_URL_OK)
+		return;
+	if (st == WH_URL_PRIVATE_ADDRESS || st == WH_URL_LOCAL_NAME)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid target URL: %s", reason),
+				 errdetail("Webhook targets must be publicly accessible HTTPS addresses."),
+				 errhint("A superuser can set webhooks.allow_private_targets = on for tests and private networks.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid target URL: %s", reason),
+			 errhint("A target URL looks like https://example.com/webhooks (https, a host, an optional port, no user name or password).")));
+}
+
+PG_FUNCTION_INFO_V1(webhooks_check_preloaded);
+Datum
+webhooks_check_preloaded(PG_FUNCTION_ARGS)
+{
+	if (!wh_loaded_at_preload)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the webhooks library is not loaded at server start"),
+				 errdetail("The delivery worker and the commit wake-up need the library in shared_preload_libraries."),
+				 errhint("Add 'webhooks' to shared_preload_libraries in postgresql.conf, set webhooks.database_name, and restart the server.")));
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(webhooks_url_problem);
+Datum
+webhooks_url_problem(PG_FUNCTION_ARGS)
+{
+	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	bool		allow_private = PG_ARGISNULL(1) ? wh_allow_private_targets : PG_GETARG_BOOL(1);
+	char		reason[512];
+
+	if (wh_url_check(url, allow_private, NULL, reason, sizeof(reason)) == WH_URL_OK)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(reason));
+}
+
+PG_FUNCTION_INFO_V1(webhooks_check_target_url);
+Datum
+webhooks_check_target_url(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("target URL is required")));
+	check_target_url(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(webhooks_check_headers);
+Datum
+webhooks_check_headers(PG_FUNCTION_ARGS)
+{
+	if (!PG_ARGISNULL(0))
+		wh_check_extra_headers(PG_GETARG_JSONB_P(0), !PG_ARGISNULL(1) && PG_GETARG_BOOL(1));
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(webhooks_check_secret);
+Datum
+webhooks_check_secret(PG_FUNCTION_ARGS)
+{
+	char	   *why = NULL;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("webhook secret must not be null")));
+	if (!wh_secret_valid(text_to_cstring(PG_GETARG_TEXT_PP(0)), &why))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid webhook secret"),
+				 errdetail("%s", why)));
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(webhooks_wake_worker);
+Datum
+webhooks_wake_worker(PG_FUNCTION_ARGS)
+{
+	wh_wake_worker_at_commit();
+	PG_RETURN_VOID();
+}
+
+static char *
+required_text_arg(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	char	   *s;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s is required", what)));
+	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (s[strspn(s, " \t\r\n")] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is required", what),
+				 errdetail("It is empty.")));
+	return s;
+}
+
+/*
+ * webhooks.test_connection(target_url, event_type, auth_token, headers,
+ *							secret, name)
+ */
+PG_FUNCTION_INFO_V1(webhooks_test_connection);
+Datum
+webhooks_test_connection(PG_FUNCTION_ARGS)
+{
+	char	   *url;
+	const char *event_type;
+	const WhEventType *et;
+	char	   *auth_token = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	Jsonb	   *headers = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	char	   *secret;
+	char	   *name = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	char	   *body;
+	char		msg_id[64];
+	uint8		rnd[8];
+	MemoryContext cxt;
+	WhEngine   *engine;
+	WhRequest  *req;
+	TupleDesc	tupdesc;
+	Datum		values[8];
+	bool		nulls[8] = {0};
+	bool		ok;
+	TimestampTz started = GetCurrentTimestamp();
+
+	/* the specification's order: fields filled, event type, URL */
+	url = required_text_arg(fcinfo, 0, "target URL");
+	event_type = required_text_arg(fcinfo, 1, "event type");
+	et = wh_find_event_type(event_type);
+	if (et == NULL)
+		wh_check_event_type(event_type);	/* raises */
+	check_target_url(url);
+	wh_check_extra_headers(headers, auth_token != NULL);
+	if (auth_token != NULL && strpbrk(auth_token, "\r\n") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("auth token contains a line break")));
+	if (PG_ARGISNULL(4))
+		secret = wh_generate_secret();
+	else
+	{
+		char	   *why = NULL;
+
+		secret = text_to_cstring(PG_GETARG_TEXT_PP(4));
+		if (!wh_secret_valid(secret, &why))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid webhook secret"),
+					 errdetail("%s", why)));
+	}
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	body = wh_dummy_body(et);
+	if (!pg_strong_random(rnd, sizeof(rnd)))
+		elog(ERROR, "could not generate random bytes");
+	snprintf(msg_id, sizeof(msg_id), "msg_test_%02x%02x%02x%02x%02x%02x%02x%02x",
+			 rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+
+	/* the engine's curl handles are freed with this context, even on error */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "webhooks connection test",
+								ALLOCSET_DEFAULT_SIZES);
+	engine = wh_engine_create(cxt);
+	req = MemoryContextAllocZero(cxt, sizeof(WhRequest));
+	req->url = url;
+	req->body = body;
+	req->headers = wh_build_headers(msg_id, body, secret, NULL, auth_token, headers);
+	wh_engine_add(engine, req);
+
+	pgstat_report_activity(STATE_RUNNING, "webhooks: connection test");
+	while (!req->done)
+	{
+		wh_engine_wait(engine, 1000, PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+		(void) wh_engine_next_done(engine);
+	}
+
+	ok = req->result == CURLE_OK && req->status >= 200 && req->status < 300 &&
+		req->blocked_reason == NULL;
+	if (req->response_truncated && req->status >= 200 && req->status < 300)
+		ok = true;
+
+	values[0] = BoolGetDatum(ok);
+	values[1] = TimestampTzGetDatum(started);
+	if (name)
+		values[2] = CStringGetTextDatum(name);
+	else
+		nulls[2] = true;
+	nulls[3] = true;			/* no webhook id yet */
+	if (req->status > 0)
+		values[4] = Int32GetDatum((int32) req->status);
+	else
+		nulls[4] = true;
+	if (ok)
+		nulls[5] = true;
+	else
+		values[5] = CStringGetTextDatum(wh_request_error_content(req));
+	values[6] = CStringGetTextDatum(body);
+	values[7] = Float8GetDatum(req->duration_ms);
+
+	wh_engine_destroy(engine);
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/* the text as json when it is valid JSON, else NULL (for log rows) */
+PG_FUNCTION_INFO_V1(webhooks_json_or_null);
+Datum
+webhooks_json_or_null(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+	JsonLexContext *lex;
+
+	lex = makeJsonLexContextCstringLen(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
+									   GetDatabaseEncoding(), false);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(t);
+}

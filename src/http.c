@@ -1,0 +1,823 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  The libcurl engine shared by the delivery worker and the connection
+ *	  test, and the construction of signed requests.
+ *
+ * One engine is one curl multi handle: many requests in flight, connections
+ * kept alive and reused (HTTP/2 multiplexed when the receiver offers it).
+ * Instead of letting curl poll, the engine learns curl's sockets and timer
+ * through CURLMOPT_SOCKETFUNCTION / CURLMOPT_TIMERFUNCTION and waits for
+ * them in a PostgreSQL WaitEventSet together with the process latch and
+ * postmaster death.  So the worker sleeps until a socket is ready, a timer
+ * fires, or a committing transaction sets its latch; and a backend running
+ * the connection test reacts at once to a cancel or statement_timeout.
+ *
+ * Every request is locked down the same way: https only, TLS 1.2 or newer,
+ * peer and host always verified, no redirects, no proxy from the
+ * environment, connect/total timeouts, an idle (low-speed) limit, response
+ * body and headers capped, and every address checked just before connect
+ * (open-socket callback) against the non-public ranges.
+ *
+ * libcurl callbacks never call palloc or ereport: buffers are allocated
+ * before the transfer starts, so no error can longjmp through libcurl.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "webhooks.h"
+
+#include <sys/socket.h>
+
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "url.h"
+#include "utils/memutils.h"
+
+#define WH_MAX_RESPONSE_HEADER_BYTES (64 * 1024)
+#define WH_LOW_SPEED_TIME_S 10
+#define WH_DEFAULT_CAPATH "/etc/ssl/certs"
+
+typedef struct EngineSocket
+{
+	curl_socket_t fd;
+	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+	int			pos;			/* position in the wait event set, -1 if none */
+} EngineSocket;
+
+struct WhEngine
+{
+	CURLM	   *multi;
+	MemoryContext cxt;
+	WaitEventSet *wes;
+	bool		wes_dirty;
+	EngineSocket *socks;
+	int			nsocks;
+	int			maxsocks;
+	WaitEvent  *events;
+	int			maxevents;
+	bool		timer_set;
+	TimestampTz timer_deadline;
+	int			running;
+	int			active;			/* requests added and not yet returned */
+	dlist_head	requests;		/* those requests */
+	CURL	  **pool;			/* idle easy handles for reuse */
+	int			npool;
+	MemoryContextCallback cleanup;
+};
+
+static bool curl_initialised = false;
+
+void
+wh_curl_global_init(void)
+{
+	if (curl_initialised)
+		return;
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not initialise libcurl")));
+	curl_initialised = true;
+}
+
+/* ---------------------------------------------------------------------
+ * curl callbacks (no palloc, no ereport in here)
+ * ---------------------------------------------------------------------
+ */
+
+static int
+socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	WhEngine   *engine = (WhEngine *) userp;
+	int			i;
+
+	for (i = 0; i < engine->nsocks; i++)
+		if (engine->socks[i].fd == fd)
+			break;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < engine->nsocks)
+		{
+			engine->socks[i] = engine->socks[engine->nsocks - 1];
+			engine->nsocks--;
+			engine->wes_dirty = true;
+		}
+		return 0;
+	}
+
+	if (i == engine->nsocks)
+	{
+		if (engine->nsocks == engine->maxsocks)
+		{
+			/* grown with malloc: no palloc inside a libcurl callback */
+			int			newmax = engine->maxsocks * 2;
+			EngineSocket *n = realloc(engine->socks, newmax * sizeof(EngineSocket));
+
+			if (n == NULL)
+				return -1;
+			engine->socks = n;
+			engine->maxsocks = newmax;
+		}
+		engine->socks[i].fd = fd;
+		engine->socks[i].what = what;
+		engine->socks[i].pos = -1;
+		engine->nsocks++;
+		engine->wes_dirty = true;
+	}
+	else if (engine->socks[i].what != what)
+	{
+		engine->socks[i].what = what;
+		if (engine->socks[i].pos < 0)
+			engine->wes_dirty = true;
+		/* else modified in place before the next wait */
+	}
+	return 0;
+}
+
+static int
+timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	WhEngine   *engine = (WhEngine *) userp;
+
+	if (timeout_ms < 0)
+		engine->timer_set = false;
+	else
+	{
+		engine->timer_set = true;
+		engine->timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	}
+	return 0;
+}
+
+static size_t
+write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	WhRequest  *req = (WhRequest *) userdata;
+	size_t		n = size * nmemb;
+	size_t		room = req->response.maxlen - 1 - req->response.len;
+	size_t		take = Min(n, room);
+
+	if (take > 0)
+	{
+		memcpy(req->response.data + req->response.len, ptr, take);
+		req->response.len += take;
+		req->response.data[req->response.len] = '\0';
+	}
+	if (take < n)
+	{
+		/* more than we keep: stop reading, the status is already known */
+		req->response_truncated = true;
+		return 0;
+	}
+	return n;
+}
+
+static size_t
+header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	WhRequest  *req = (WhRequest *) userdata;
+	size_t		n = size * nitems;
+	static const char name[] = "retry-after:";
+
+	req->header_bytes += n;
+	if (req->header_bytes > WH_MAX_RESPONSE_HEADER_BYTES)
+	{
+		req->headers_too_large = true;
+		return 0;
+	}
+	/* a new status line (e.g. after 100 Continue) resets what we learnt */
+	if (n >= 5 && strncmp(buffer, "HTTP/", 5) == 0)
+		req->retry_after_s = -1;
+	else if (n > sizeof(name) - 1 && pg_strncasecmp(buffer, name, sizeof(name) - 1) == 0)
+	{
+		char		val[128];
+		size_t		len = Min(n - (sizeof(name) - 1), sizeof(val) - 1);
+		char	   *p = val;
+		char	   *end;
+
+		memcpy(val, buffer + sizeof(name) - 1, len);
+		val[len] = '\0';
+		while (*p == ' ' || *p == '\t')
+			p++;
+		end = p + strlen(p);
+		while (end > p && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+			*--end = '\0';
+		if (*p != '\0' && strspn(p, "0123456789") == strlen(p))
+		{
+			if (strlen(p) > 9)
+				req->retry_after_s = 999999999;
+			else
+				req->retry_after_s = atol(p);
+		}
+		else if (*p != '\0')
+		{
+			time_t		t = curl_getdate(p, NULL);
+
+			if (t != -1)
+			{
+				time_t		now = time(NULL);
+
+				req->retry_after_s = t > now ? (int64) (t - now) : 0;
+			}
+		}
+	}
+	return n;
+}
+
+/*
+ * Judge the address libcurl is about to connect to: this is where DNS
+ * rebinding and names that resolve to private addresses are stopped.
+ */
+static curl_socket_t
+opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	WhRequest  *req = (WhRequest *) clientp;
+	const char *blocked;
+
+	if (purpose != CURLSOCKTYPE_IPCXN)
+		return CURL_SOCKET_BAD;
+	blocked = wh_addr_blocked(&address->addr, wh_allow_private_targets);
+	if (blocked != NULL)
+	{
+		req->blocked_reason = blocked;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+/* ---------------------------------------------------------------------
+ * engine
+ * ---------------------------------------------------------------------
+ */
+
+static void
+engine_cleanup(void *arg)
+{
+	WhEngine   *engine = (WhEngine *) arg;
+	int			i;
+
+	if (engine->multi == NULL)
+		return;
+	/* requests still in flight: detach their easy handles and free them */
+	while (!dlist_is_empty(&engine->requests))
+	{
+		WhRequest  *req = dlist_container(WhRequest, node,
+										  dlist_pop_head_node(&engine->requests));
+
+		if (req->easy)
+		{
+			curl_multi_remove_handle(engine->multi, req->easy);
+			curl_easy_cleanup(req->easy);
+			req->easy = NULL;
+		}
+		if (req->headers)
+			curl_slist_free_all(req->headers);
+		req->headers = NULL;
+	}
+	engine->active = 0;
+	for (i = 0; i < engine->npool; i++)
+		curl_easy_cleanup(engine->pool[i]);
+	engine->npool = 0;
+	curl_multi_cleanup(engine->multi);
+	engine->multi = NULL;
+	if (engine->wes)
+		FreeWaitEventSet(engine->wes);
+	engine->wes = NULL;
+	free(engine->socks);
+	engine->socks = NULL;
+}
+
+/*
+ * Create an engine in cxt.  Its curl handles are released when cxt is reset
+ * or deleted (also on error), or by wh_engine_destroy().
+ */
+WhEngine *
+wh_engine_create(MemoryContext cxt)
+{
+	WhEngine   *engine;
+
+	wh_curl_global_init();
+	engine = MemoryContextAllocZero(cxt, sizeof(WhEngine));
+	engine->cxt = cxt;
+	engine->maxsocks = 16;
+	engine->socks = malloc(engine->maxsocks * sizeof(EngineSocket));
+	if (engine->socks == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	engine->pool = MemoryContextAllocZero(cxt, 1024 * sizeof(CURL *));
+	engine->multi = curl_multi_init();
+	if (engine->multi == NULL)
+	{
+		free(engine->socks);
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not create a libcurl multi handle")));
+	}
+	engine->cleanup.func = engine_cleanup;
+	engine->cleanup.arg = engine;
+	MemoryContextRegisterResetCallback(cxt, &engine->cleanup);
+
+	curl_multi_setopt(engine->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(engine->multi, CURLMOPT_SOCKETDATA, engine);
+	curl_multi_setopt(engine->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(engine->multi, CURLMOPT_TIMERDATA, engine);
+	curl_multi_setopt(engine->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(engine->multi, CURLMOPT_MAXCONNECTS, (long) 1024);
+	engine->wes_dirty = true;
+	dlist_init(&engine->requests);
+	return engine;
+}
+
+void
+wh_engine_destroy(WhEngine *engine)
+{
+	engine_cleanup(engine);
+}
+
+int
+wh_engine_running(WhEngine *engine)
+{
+	return engine->active;
+}
+
+static void
+easy_setup(WhEngine *engine, CURL *easy, WhRequest *req)
+{
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(easy, CURLOPT_URL, req->url);
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) strlen(req->body));
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, WEBHOOKS_USER_AGENT);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+
+	/* https only, verified, no redirects, no proxies */
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_MAXREDIRS, 0L);
+	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(easy, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
+	if (wh_ca_file != NULL && wh_ca_file[0] != '\0')
+	{
+		/* the extra CA file, plus the system's directory of trusted CAs */
+		curl_easy_setopt(easy, CURLOPT_CAINFO, wh_ca_file);
+		curl_easy_setopt(easy, CURLOPT_CAPATH, WH_DEFAULT_CAPATH);
+	}
+	curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+	curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) wh_connect_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) wh_request_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, (long) WH_LOW_SPEED_TIME_S);
+}
+
+/*
+ * Start a request.  req->url, req->body and req->headers must stay valid
+ * until the request is returned by wh_engine_next_done(); the engine frees
+ * req->headers then.
+ */
+void
+wh_engine_add(WhEngine *engine, WhRequest *req)
+{
+	CURL	   *easy;
+	MemoryContext old = MemoryContextSwitchTo(engine->cxt);
+
+	req->done = false;
+	req->result = CURLE_OK;
+	req->status = 0;
+	req->errbuf[0] = '\0';
+	req->blocked_reason = NULL;
+	req->retry_after_s = -1;
+	req->response_truncated = false;
+	req->headers_too_large = false;
+	req->header_bytes = 0;
+	req->duration_ms = 0;
+	/* allocated now: write_cb must not palloc */
+	if (req->response.data == NULL)
+	{
+		req->response.maxlen = wh_response_body_limit + 1;
+		req->response.data = palloc(req->response.maxlen);
+	}
+	req->response.len = 0;
+	req->response.data[0] = '\0';
+	MemoryContextSwitchTo(old);
+
+	if (engine->npool > 0)
+	{
+		easy = engine->pool[--engine->npool];
+		curl_easy_reset(easy);
+	}
+	else
+	{
+		easy = curl_easy_init();
+		if (easy == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create a libcurl handle")));
+	}
+	req->easy = easy;
+	easy_setup(engine, easy, req);
+	req->started = GetCurrentTimestamp();
+	if (curl_multi_add_handle(engine->multi, easy) != CURLM_OK)
+	{
+		curl_easy_cleanup(easy);
+		req->easy = NULL;
+		elog(ERROR, "could not add a request to the libcurl multi handle");
+	}
+	dlist_push_tail(&engine->requests, &req->node);
+	engine->active++;
+}
+
+static void
+rebuild_wait_set(WhEngine *engine)
+{
+	int			i;
+
+	if (engine->wes)
+		FreeWaitEventSet(engine->wes);
+	engine->wes = CreateWaitEventSet(engine->cxt, engine->nsocks + 2);
+	AddWaitEventToSet(engine->wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(engine->wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (i = 0; i < engine->nsocks; i++)
+	{
+		uint32		ev = 0;
+
+		if (engine->socks[i].what & CURL_POLL_IN)
+			ev |= WL_SOCKET_READABLE;
+		if (engine->socks[i].what & CURL_POLL_OUT)
+			ev |= WL_SOCKET_WRITEABLE;
+		engine->socks[i].pos = AddWaitEventToSet(engine->wes, ev, engine->socks[i].fd,
+												 NULL, (void *) (intptr_t) engine->socks[i].fd);
+	}
+	if (engine->maxevents < engine->nsocks + 2)
+	{
+		engine->maxevents = engine->nsocks + 2;
+		if (engine->events)
+			pfree(engine->events);
+		engine->events = MemoryContextAlloc(engine->cxt, engine->maxevents * sizeof(WaitEvent));
+	}
+	engine->wes_dirty = false;
+}
+
+/*
+ * Wait up to timeout_ms (-1: no limit other than curl's timers) for the
+ * latch, a socket or a curl timer, and let curl progress.  Returns true when
+ * the latch was set (it is reset here).
+ */
+bool
+wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
+{
+	int			nev;
+	int			i;
+	bool		latch = false;
+	long		wait_ms = timeout_ms;
+
+	if (engine->wes_dirty || engine->wes == NULL)
+		rebuild_wait_set(engine);
+	else
+	{
+		/* interest changes of known sockets are cheap modifications */
+		for (i = 0; i < engine->nsocks; i++)
+		{
+			uint32		ev = 0;
+
+			if (engine->socks[i].what & CURL_POLL_IN)
+				ev |= WL_SOCKET_READABLE;
+			if (engine->socks[i].what & CURL_POLL_OUT)
+				ev |= WL_SOCKET_WRITEABLE;
+			ModifyWaitEvent(engine->wes, engine->socks[i].pos, ev, NULL);
+		}
+	}
+
+	if (engine->timer_set)
+	{
+		long		secs;
+		int			usecs;
+		long		until;
+
+		TimestampDifference(GetCurrentTimestamp(), engine->timer_deadline, &secs, &usecs);
+		until = secs * 1000 + (usecs + 999) / 1000;
+		if (wait_ms < 0 || until < wait_ms)
+			wait_ms = until;
+	}
+
+	nev = WaitEventSetWait(engine->wes, wait_ms, engine->events, engine->maxevents,
+						   wait_event_info);
+	for (i = 0; i < nev; i++)
+	{
+		WaitEvent  *ev = &engine->events[i];
+
+		if (ev->events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			latch = true;
+		}
+		else if (ev->events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		{
+			int			mask = 0;
+
+			if (ev->events & WL_SOCKET_READABLE)
+				mask |= CURL_CSELECT_IN;
+			if (ev->events & WL_SOCKET_WRITEABLE)
+				mask |= CURL_CSELECT_OUT;
+			curl_multi_socket_action(engine->multi, ev->fd, mask, &engine->running);
+		}
+	}
+	if (engine->timer_set && GetCurrentTimestamp() >= engine->timer_deadline)
+	{
+		engine->timer_set = false;
+		curl_multi_socket_action(engine->multi, CURL_SOCKET_TIMEOUT, 0, &engine->running);
+	}
+	return latch;
+}
+
+/*
+ * Return the next finished request (or NULL).  Its easy handle goes back to
+ * the pool and its header list is freed.
+ */
+WhRequest *
+wh_engine_next_done(WhEngine *engine)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(engine->multi, &left)) != NULL)
+	{
+		WhRequest  *req = NULL;
+		CURL	   *easy = msg->easy_handle;
+		curl_off_t	total_us = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
+		req->result = msg->data.result;
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &req->status);
+		if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us) == CURLE_OK && total_us > 0)
+			req->duration_ms = total_us / 1000.0;
+		else
+			req->duration_ms = (GetCurrentTimestamp() - req->started) / 1000.0;
+		curl_multi_remove_handle(engine->multi, easy);
+		if (engine->npool < 1024)
+			engine->pool[engine->npool++] = easy;
+		else
+			curl_easy_cleanup(easy);
+		req->easy = NULL;
+		if (req->headers)
+			curl_slist_free_all(req->headers);
+		req->headers = NULL;
+		req->done = true;
+		dlist_delete(&req->node);
+		engine->active--;
+		return req;
+	}
+	return NULL;
+}
+
+/* ---------------------------------------------------------------------
+ * requests
+ * ---------------------------------------------------------------------
+ */
+
+static struct curl_slist *
+slist_append_checked(struct curl_slist *list, const char *line)
+{
+	struct curl_slist *n = curl_slist_append(list, line);
+
+	if (n == NULL)
+	{
+		if (list)
+			curl_slist_free_all(list);
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	}
+	return n;
+}
+
+/* headers the extension sets itself, which extra headers cannot override */
+static bool
+reserved_header(const char *name, bool has_auth_token)
+{
+	static const char *const reserved[] = {
+		"host", "content-length", "transfer-encoding", "content-type",
+		"connection", "expect", "te", "upgrade", "user-agent", "keep-alive",
+		"proxy-authorization", "trailer"
+	};
+	int			i;
+
+	if (pg_strncasecmp(name, "webhook-", 8) == 0)
+		return true;
+	if (has_auth_token && pg_strcasecmp(name, "authorization") == 0)
+		return true;
+	for (i = 0; i < lengthof(reserved); i++)
+		if (pg_strcasecmp(name, reserved[i]) == 0)
+			return true;
+	return false;
+}
+
+static bool
+is_token_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/*
+ * What is wrong with extra headers, or NULL: a JSON object of string values,
+ * names that are HTTP tokens and not reserved, values without CR, LF, NUL or
+ * other control characters.  Does not throw, so the worker can check rows at
+ * send time.
+ */
+char *
+wh_extra_headers_problem(Jsonb *headers, bool has_auth_token)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *name = NULL;
+	int			count = 0;
+
+	if (headers == NULL)
+		return NULL;
+	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
+		return pstrdup("headers must be a JSON object of header names to string values");
+
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		int			i;
+
+		if (tok == WJB_KEY)
+		{
+			name = pnstrdup(v.val.string.val, v.val.string.len);
+			if (++count > 32)
+				return pstrdup("too many extra headers (at most 32)");
+			if (v.val.string.len == 0 || v.val.string.len > 256)
+				return psprintf("invalid header name \"%s\" (1 to 256 characters)", name);
+			for (i = 0; i < v.val.string.len; i++)
+				if (!is_token_char((unsigned char) v.val.string.val[i]))
+					return psprintf("invalid header name \"%s\" (only letters, digits and !#$%%&'*+-.^_`|~)", name);
+			if (reserved_header(name, has_auth_token))
+				return psprintf("header \"%s\" is set by the extension and cannot be overridden", name);
+		}
+		else if (tok == WJB_VALUE)
+		{
+			if (v.type != jbvString)
+				return psprintf("value of header \"%s\" must be a string", name);
+			if (v.val.string.len > 8192)
+				return psprintf("value of header \"%s\" is longer than 8192 bytes", name);
+			for (i = 0; i < v.val.string.len; i++)
+			{
+				unsigned char c = (unsigned char) v.val.string.val[i];
+
+				if ((c < 0x20 && c != '\t') || c == 0x7f)
+					return psprintf("value of header \"%s\" contains a control character (CR, LF, NUL, ...)", name);
+			}
+		}
+	}
+	return NULL;
+}
+
+void
+wh_check_extra_headers(Jsonb *headers, bool has_auth_token)
+{
+	char	   *problem = wh_extra_headers_problem(headers, has_auth_token);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid extra headers: %s", problem),
+				 errhint("Headers are a JSON object such as '{\"X-Source\": \"crm\"}'; "
+						 "Host, Content-Type, Content-Length, Transfer-Encoding, User-Agent, "
+						 "webhook-* and, with an auth token, Authorization are set by the extension.")));
+}
+
+/*
+ * The headers of one signed attempt.  Signed now, with the current time:
+ * every retry gets a fresh webhook-timestamp and signature, with the same
+ * webhook-id.  During a rotation both secrets sign (space separated).
+ */
+struct curl_slist *
+wh_build_headers(const char *msg_id, const char *body, const char *secret,
+				 const char *previous_secret, const char *auth_token,
+				 Jsonb *extra_headers)
+{
+	struct curl_slist *list = NULL;
+	int64		ts = (int64) time(NULL);
+	char	   *sig;
+	StringInfoData line;
+
+	initStringInfo(&line);
+	sig = wh_sign(secret, msg_id, ts, body, strlen(body));
+	if (previous_secret != NULL)
+	{
+		char	   *sig2 = wh_sign(previous_secret, msg_id, ts, body, strlen(body));
+
+		sig = psprintf("%s %s", sig, sig2);
+	}
+
+	/* extra headers first, so ours come last and are never shadowed */
+	if (extra_headers != NULL && !JB_ROOT_IS_SCALAR(extra_headers))
+	{
+		JsonbIterator *it = JsonbIteratorInit(&extra_headers->root);
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+			{
+				resetStringInfo(&line);
+				appendBinaryStringInfo(&line, v.val.string.val, v.val.string.len);
+				appendStringInfoString(&line, ": ");
+			}
+			else if (tok == WJB_VALUE && v.type == jbvString)
+			{
+				appendBinaryStringInfo(&line, v.val.string.val, v.val.string.len);
+				list = slist_append_checked(list, line.data);
+			}
+		}
+	}
+
+	list = slist_append_checked(list, "Content-Type: application/json");
+	list = slist_append_checked(list, "Expect:");
+	resetStringInfo(&line);
+	appendStringInfo(&line, "webhook-id: %s", msg_id);
+	list = slist_append_checked(list, line.data);
+	resetStringInfo(&line);
+	appendStringInfo(&line, "webhook-timestamp: " INT64_FORMAT, ts);
+	list = slist_append_checked(list, line.data);
+	resetStringInfo(&line);
+	appendStringInfo(&line, "webhook-signature: %s", sig);
+	list = slist_append_checked(list, line.data);
+	if (auth_token != NULL && auth_token[0] != '\0')
+	{
+		resetStringInfo(&line);
+		appendStringInfo(&line, "Authorization: Bearer %s", auth_token);
+		list = slist_append_checked(list, line.data);
+	}
+	pfree(line.data);
+	return list;
+}
+
+/* Make bytes from the network safe to store as text in this database. */
+static char *
+sanitize_text(const char *s, int len)
+{
+	StringInfoData out;
+	int			enc = GetDatabaseEncoding();
+
+	initStringInfo(&out);
+	while (len > 0)
+	{
+		int			ok = pg_encoding_verifymbstr(enc, s, len);
+
+		appendBinaryStringInfo(&out, s, ok);
+		s += ok;
+		len -= ok;
+		if (len > 0)
+		{
+			/* an invalid byte or NUL */
+			appendStringInfoChar(&out, '?');
+			s++;
+			len--;
+		}
+	}
+	return out.data;
+}
+
+/*
+ * What a log row says about a failed attempt: the response body when a
+ * response arrived, else the transport error.
+ */
+char *
+wh_request_error_content(WhRequest *req)
+{
+	if (req->blocked_reason != NULL)
+		return psprintf("connection blocked: the target resolved to a %s", req->blocked_reason);
+	if (req->headers_too_large)
+		return psprintf("response headers exceed %d bytes", WH_MAX_RESPONSE_HEADER_BYTES);
+	if (req->status > 0 && (req->result == CURLE_OK || req->response_truncated))
+	{
+		char	   *body = sanitize_text(req->response.data, req->response.len);
+
+		if (req->response_truncated)
+			return psprintf("%s...[truncated]", body);
+		return body;
+	}
+	if (req->errbuf[0] != '\0')
+		return psprintf("%s: %s", curl_easy_strerror(req->result),
+						sanitize_text(req->errbuf, strlen(req->errbuf)));
+	return pstrdup(curl_easy_strerror(req->result));
+}

@@ -1,0 +1,817 @@
+/*-------------------------------------------------------------------------
+ *
+ * payload.c
+ *	  Event types, payload validation, webhooks.emit() and the trigger
+ *	  function webhooks.enqueue_event().
+ *
+ * The nine event types of the specification live here, as the single source
+ * of truth; the install script seeds webhooks.event_types from
+ * webhooks._builtin_event_types().  Payloads are flat JSON objects with
+ * "eventType" first, then "eventDate" (ISO 8601, UTC, "Z"), then the type's
+ * fields in the specification's order.  jsonb does not keep key order, so
+ * the exact body to send is rendered here once, at enqueue time, and stored
+ * as text: every attempt sends (and signs) the same bytes.
+ *
+ * Enqueueing is an INSERT into webhooks.deliveries inside the caller's
+ * transaction, so a rollback (or a rolled-back savepoint) leaves nothing
+ * behind, and a commit wakes the worker (see webhooks.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "webhooks.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/numeric.h"
+#include "utils/rel.h"
+#include "utils/tuplestore.h"
+
+#define EMAIL_FIELDS \
+	{{"messageId", "message_id", WH_FIELD_INTEGER}, \
+	 {"subscriberId", "subscriber_id", WH_FIELD_INTEGER}, \
+	 {"subscriberEmail", "subscriber_email", WH_FIELD_STRING}}
+#define LIST_FIELDS \
+	{{"listId", "list_id", WH_FIELD_INTEGER}, \
+	 {"subscriberId", "subscriber_id", WH_FIELD_INTEGER}, \
+	 {"subscriberEmail", "subscriber_email", WH_FIELD_STRING}}
+
+/* The specification's event types, with its example values. */
+static const WhEventType event_types[] = {
+	{"EmailSends", "Email — Send", "Triggered when an email is sent.",
+	 3, EMAIL_FIELDS, {145413, 6552353}},
+	{"EmailClicks", "Email — Click", "Triggered when a subscriber clicks a link in the email.",
+	 3, EMAIL_FIELDS, {148000, 1}},
+	{"EmailOpens", "Email — Open", "Triggered when a subscriber opens an email.",
+	 3, EMAIL_FIELDS, {149211, 5823952}},
+	{"EmailDeliveries", "Email — Delivery", "Triggered when an email is delivered to the recipient.",
+	 3, EMAIL_FIELDS, {145413, 6552353}},
+	{"EmailBounces", "Email — Bounce", "Triggered when an email cannot be delivered (error).",
+	 3, EMAIL_FIELDS, {138876, 149448}},
+	{"EmailComplaints", "Email — Complaint", "Triggered when a recipient reports an email as spam.",
+	 3, EMAIL_FIELDS, {149141, 49858}},
+	{"Subscriptions", "Subscription", "Triggered when a new subscriber joins the mailing list.",
+	 3, LIST_FIELDS, {7477, 6552356}},
+	{"Confirmations", "Subscription Confirmation",
+	 "Triggered when a subscriber confirms their subscription to the mailing list.",
+	 4, {{"messageId", "message_id", WH_FIELD_INTEGER},
+		 {"subscriberId", "subscriber_id", WH_FIELD_INTEGER},
+		 {"subscriberEmail", "subscriber_email", WH_FIELD_STRING},
+	 {"listId", "list_id", WH_FIELD_INTEGER}}, {149212, 5823952, 0, 7480}},
+	{"Unsubscriptions", "Unsubscription", "Triggered when a subscriber unsubscribes from the mailing list.",
+	 3, LIST_FIELDS, {7468, 4723542}},
+};
+
+#define N_EVENT_TYPES lengthof(event_types)
+#define EXAMPLE_EMAIL "test@test.com"
+
+const WhEventType *
+wh_find_event_type(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < N_EVENT_TYPES; i++)
+		if (strcmp(event_types[i].name, name) == 0)
+			return &event_types[i];
+	return NULL;
+}
+
+static const WhEventType *
+lookup_event_type(const char *name)
+{
+	const WhEventType *et = wh_find_event_type(name);
+
+	if (et == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown event type \"%s\"", name),
+				 errhint("The event types are listed in webhooks.event_types, e.g. EmailOpens.")));
+	return et;
+}
+
+void
+wh_check_event_type(const char *name)
+{
+	(void) lookup_event_type(name);
+}
+
+static const char *
+field_type_name(WhFieldType t)
+{
+	return t == WH_FIELD_INTEGER ? "integer" : "string";
+}
+
+/* ISO 8601 in UTC with microseconds and a "Z" */
+void
+wh_format_event_date(StringInfo buf, TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (TIMESTAMP_NOT_FINITE(ts) || timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("event date is out of range")));
+	if (tm.tm_year < 1 || tm.tm_year > 9999)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("event date is out of range"),
+				 errdetail("Event dates must fall in the years 1 to 9999.")));
+	appendStringInfo(buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+					 tm.tm_year, tm.tm_mon, tm.tm_mday,
+					 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+}
+
+/* Parse an ISO 8601 / PostgreSQL date-time string, without throwing. */
+static bool
+parse_event_date(const char *str, TimestampTz *result)
+{
+	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	struct pg_tm tt;
+	fsec_t		fsec;
+	int			tz;
+
+	if (strlen(str) >= MAXDATELEN)
+		return false;
+	if (ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0)
+		return false;
+	if (DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0)
+		return false;
+	if (dtype != DTK_DATE)
+		return false;
+	return tm2timestamp(&tt, fsec, &tz, result) == 0;
+}
+
+static void
+check_body_size(const WhEventType *et, StringInfo body)
+{
+	if (body->len > wh_max_payload_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s payload is too large", et->name),
+				 errdetail("The payload has %d bytes; webhooks.max_payload_size is %d.",
+						   body->len, wh_max_payload_size)));
+}
+
+/* integral numeric as text, or NULL when it has a fractional part */
+static char *
+integral_numeric_text(Numeric num)
+{
+	char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(num)));
+	const char *p = s;
+
+	if (*p == '-')
+		p++;
+	if (*p == '\0' || strspn(p, "0123456789") != strlen(p) || strlen(p) > 18)
+		return NULL;
+	return s;
+}
+
+/*
+ * Validate a jsonb payload against an event type and render the body.
+ * eventType and eventDate are filled in when absent; a mismatched eventType,
+ * an unknown key, a missing field or one of the wrong JSON type is an error.
+ */
+char *
+wh_build_body(const WhEventType *et, Jsonb *payload)
+{
+	StringInfoData buf;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	JsonbValue *jv;
+	TimestampTz event_date;
+	int			i;
+
+	if (payload == NULL || !JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s payload must be a JSON object", et->name)));
+
+	/* every key must be known, every value a scalar */
+	it = JsonbIteratorInit(&payload->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+		bool		known;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		known = strcmp(key, "eventType") == 0 || strcmp(key, "eventDate") == 0;
+		for (i = 0; i < et->nfields && !known; i++)
+			known = strcmp(key, et->fields[i].name) == 0;
+		if (!known)
+		{
+			StringInfoData names;
+
+			initStringInfo(&names);
+			appendStringInfoString(&names, "eventType, eventDate");
+			for (i = 0; i < et->nfields; i++)
+				appendStringInfo(&names, ", %s", et->fields[i].name);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s payload has an unknown field \"%s\"", et->name, key),
+					 errdetail("A %s payload has exactly these fields: %s.", et->name, names.data)));
+		}
+	}
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"eventType\":");
+	escape_json(&buf, et->name);
+
+	jv = getKeyJsonValueFromContainer(&payload->root, "eventType", 9, NULL);
+	if (jv != NULL && jv->type != jbvNull)
+	{
+		if (jv->type != jbvString ||
+			jv->val.string.len != strlen(et->name) ||
+			strncmp(jv->val.string.val, et->name, jv->val.string.len) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("payload eventType does not match the event type \"%s\"", et->name),
+					 errdetail("The payload says %s.",
+							   jv->type == jbvString ?
+							   pnstrdup(jv->val.string.val, jv->val.string.len) :
+							   "a value that is not a string")));
+	}
+
+	appendStringInfoString(&buf, ",\"eventDate\":\"");
+	jv = getKeyJsonValueFromContainer(&payload->root, "eventDate", 9, NULL);
+	if (jv == NULL || jv->type == jbvNull)
+		event_date = GetCurrentTransactionStartTimestamp();
+	else
+	{
+		char	   *s;
+
+		if (jv->type != jbvString)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s payload field \"eventDate\" must be a string", et->name),
+					 errhint("Use ISO 8601, e.g. \"2024-05-10T13:28:23.209375Z\".")));
+		s = pnstrdup(jv->val.string.val, jv->val.string.len);
+		if (!parse_event_date(s, &event_date))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_DATETIME_FORMAT),
+					 errmsg("%s payload field \"eventDate\" is not a valid date and time: \"%s\"",
+							et->name, s),
+					 errhint("Use ISO 8601, e.g. \"2024-05-10T13:28:23.209375Z\".")));
+	}
+	wh_format_event_date(&buf, event_date);
+	appendStringInfoChar(&buf, '"');
+
+	for (i = 0; i < et->nfields; i++)
+	{
+		const WhField *f = &et->fields[i];
+
+		jv = getKeyJsonValueFromContainer(&payload->root, f->name, strlen(f->name), NULL);
+		if (jv == NULL || jv->type == jbvNull)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s payload lacks the required field \"%s\"", et->name, f->name),
+					 errdetail("\"%s\" must be a JSON %s.", f->name, field_type_name(f->type))));
+		appendStringInfo(&buf, ",\"%s\":", f->name);
+		if (f->type == WH_FIELD_INTEGER)
+		{
+			char	   *s = NULL;
+
+			if (jv->type == jbvNumeric)
+				s = integral_numeric_text(jv->val.numeric);
+			if (s == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s payload field \"%s\" must be an integer", et->name, f->name),
+						 errdetail("A JSON number without a fractional part of at most 18 digits is expected.")));
+			appendStringInfoString(&buf, s);
+		}
+		else
+		{
+			char	   *s;
+
+			if (jv->type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s payload field \"%s\" must be a string", et->name, f->name)));
+			s = pnstrdup(jv->val.string.val, jv->val.string.len);
+			escape_json(&buf, s);
+		}
+	}
+	appendStringInfoChar(&buf, '}');
+	check_body_size(et, &buf);
+	return buf.data;
+}
+
+/* The connection test's dummy payload: the spec's example, dated now. */
+char *
+wh_dummy_body(const WhEventType *et)
+{
+	StringInfoData buf;
+	int			i;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"eventType\":");
+	escape_json(&buf, et->name);
+	appendStringInfoString(&buf, ",\"eventDate\":\"");
+	wh_format_event_date(&buf, GetCurrentTimestamp());
+	appendStringInfoChar(&buf, '"');
+	for (i = 0; i < et->nfields; i++)
+	{
+		if (et->fields[i].type == WH_FIELD_INTEGER)
+			appendStringInfo(&buf, ",\"%s\":" INT64_FORMAT, et->fields[i].name, et->example[i]);
+		else
+			appendStringInfo(&buf, ",\"%s\":\"%s\"", et->fields[i].name, EXAMPLE_EMAIL);
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/* ---------------------------------------------------------------------
+ * Storing deliveries
+ * ---------------------------------------------------------------------
+ */
+
+static SPIPlanPtr plan_active = NULL;
+static SPIPlanPtr plan_insert_one = NULL;
+static SPIPlanPtr plan_insert_many = NULL;
+
+static SPIPlanPtr
+prepare_saved(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+/*
+ * The active webhook for an event type, or 0.  Cached for the rest of the
+ * current command, so a multi-row INSERT with a row trigger asks once.
+ * Must be called inside SPI_connect.
+ */
+static int64
+active_webhook_id(const char *event_type)
+{
+	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+	static CommandId cached_cid = InvalidCommandId;
+	static char cached_type[64];
+	static int64 cached_id = 0;
+	CommandId	cid = GetCurrentCommandId(false);
+	Datum		arg;
+	Oid			argtype = TEXTOID;
+	bool		isnull;
+	int			rc;
+
+	if (cached_lxid == MyProc->lxid && cached_cid == cid &&
+		strcmp(cached_type, event_type) == 0)
+		return cached_id;
+
+	if (plan_active == NULL)
+		plan_active = prepare_saved("SELECT id FROM webhooks.webhooks "
+									"WHERE event_type = $1 AND is_active",
+									1, &argtype);
+	arg = CStringGetTextDatum(event_type);
+	rc = SPI_execute_plan(plan_active, &arg, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not look up the active webhook: %s", SPI_result_code_string(rc));
+	cached_id = 0;
+	if (SPI_processed > 0)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			cached_id = DatumGetInt64(d);
+	}
+	cached_lxid = MyProc->lxid;
+	cached_cid = cid;
+	strlcpy(cached_type, event_type, sizeof(cached_type));
+	return cached_id;
+}
+
+static int64
+insert_one(int64 webhook_id, const char *event_type, const char *body)
+{
+	Oid			argtypes[3] = {INT8OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	bool		isnull;
+	int			rc;
+
+	if (plan_insert_one == NULL)
+		plan_insert_one = prepare_saved("INSERT INTO webhooks.deliveries (webhook_id, event_type, body) "
+										"VALUES ($1, $2, $3) RETURNING id",
+										3, argtypes);
+	args[0] = Int64GetDatum(webhook_id);
+	args[1] = CStringGetTextDatum(event_type);
+	args[2] = CStringGetTextDatum(body);
+	rc = SPI_execute_plan(plan_insert_one, args, NULL, false, 1);
+	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "could not enqueue a delivery: %s", SPI_result_code_string(rc));
+	wh_wake_worker_at_commit();
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+static void
+insert_many(int64 webhook_id, const char *event_type, Datum *bodies, int n)
+{
+	Oid			argtypes[3] = {INT8OID, TEXTOID, TEXTARRAYOID};
+	Datum		args[3];
+	int			rc;
+
+	if (n == 0)
+		return;
+	if (plan_insert_many == NULL)
+		plan_insert_many = prepare_saved("INSERT INTO webhooks.deliveries (webhook_id, event_type, body) "
+										 "SELECT $1, $2, b FROM pg_catalog.unnest($3) AS b",
+										 3, argtypes);
+	args[0] = Int64GetDatum(webhook_id);
+	args[1] = CStringGetTextDatum(event_type);
+	args[2] = PointerGetDatum(construct_array(bodies, n, TEXTOID, -1, false, TYPALIGN_INT));
+	rc = SPI_execute_plan(plan_insert_many, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) n)
+		elog(ERROR, "could not enqueue deliveries: %s", SPI_result_code_string(rc));
+	wh_wake_worker_at_commit();
+}
+
+PG_FUNCTION_INFO_V1(webhooks_emit);
+Datum
+webhooks_emit(PG_FUNCTION_ARGS)
+{
+	const WhEventType *et;
+	char	   *body;
+	int64		webhook_id;
+	int64		id;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event type must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payload must not be null")));
+	et = lookup_event_type(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	body = wh_build_body(et, PG_GETARG_JSONB_P(1));
+
+	SPI_connect();
+	webhook_id = active_webhook_id(et->name);
+	if (webhook_id == 0)
+	{
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
+	id = insert_one(webhook_id, et->name, body);
+	SPI_finish();
+	PG_RETURN_INT64(id);
+}
+
+PG_FUNCTION_INFO_V1(webhooks_build_payload);
+Datum
+webhooks_build_payload(PG_FUNCTION_ARGS)
+{
+	const WhEventType *et = lookup_event_type(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	char	   *body = wh_build_body(et, PG_GETARG_JSONB_P(1));
+
+	PG_RETURN_TEXT_P(cstring_to_text(body));
+}
+
+PG_FUNCTION_INFO_V1(webhooks_dummy_payload);
+Datum
+webhooks_dummy_payload(PG_FUNCTION_ARGS)
+{
+	const WhEventType *et = lookup_event_type(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+
+	PG_RETURN_TEXT_P(cstring_to_text(wh_dummy_body(et)));
+}
+
+/* ---------------------------------------------------------------------
+ * The trigger
+ * ---------------------------------------------------------------------
+ */
+
+typedef struct ColumnMap
+{
+	int			attnum[WH_MAX_FIELDS];	/* 0-based */
+	Oid			typid[WH_MAX_FIELDS];
+	FmgrInfo	outfunc[WH_MAX_FIELDS];
+	int			date_attnum;	/* -1 when the table has no date column */
+	Oid			date_typid;
+} ColumnMap;
+
+static int
+find_column(TupleDesc tupdesc, const char *name)
+{
+	int			i;
+
+	for (i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return i;
+	}
+	return -1;
+}
+
+static void
+build_column_map(const WhEventType *et, Relation rel, ColumnMap *map)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	int			i;
+	const char *date_names[] = {"event_date", "eventDate", "created_at"};
+
+	for (i = 0; i < et->nfields; i++)
+	{
+		const WhField *f = &et->fields[i];
+		int			att = find_column(tupdesc, f->column);
+		Oid			typid;
+
+		if (att < 0)
+			att = find_column(tupdesc, f->name);
+		if (att < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("table \"%s\" has no column for the %s field \"%s\"",
+							RelationGetRelationName(rel), et->name, f->name),
+					 errdetail("The trigger webhooks.enqueue_event('%s') maps column \"%s\" to \"%s\".",
+							   et->name, f->column, f->name),
+					 errhint("Add a column named %s of type %s, or call webhooks.emit() yourself.",
+							 f->column, f->type == WH_FIELD_INTEGER ? "bigint" : "text")));
+		typid = getBaseType(TupleDescAttr(tupdesc, att)->atttypid);
+		if (f->type == WH_FIELD_INTEGER &&
+			typid != INT2OID && typid != INT4OID && typid != INT8OID && typid != NUMERICOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column \"%s\" of table \"%s\" must have an integer type",
+							NameStr(TupleDescAttr(tupdesc, att)->attname),
+							RelationGetRelationName(rel)),
+					 errdetail("It maps to the %s field \"%s\", a JSON integer; it has type %s.",
+							   et->name, f->name, format_type_be(typid))));
+		map->attnum[i] = att;
+		map->typid[i] = typid;
+		if (f->type == WH_FIELD_STRING)
+		{
+			Oid			outfn;
+			bool		varlena;
+
+			getTypeOutputInfo(typid, &outfn, &varlena);
+			fmgr_info(outfn, &map->outfunc[i]);
+		}
+	}
+
+	map->date_attnum = -1;
+	for (i = 0; i < lengthof(date_names) && map->date_attnum < 0; i++)
+	{
+		int			att = find_column(tupdesc, date_names[i]);
+		Oid			typid;
+
+		if (att < 0)
+			continue;
+		typid = getBaseType(TupleDescAttr(tupdesc, att)->atttypid);
+		if (typid != TIMESTAMPTZOID && typid != TIMESTAMPOID && typid != DATEOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column \"%s\" of table \"%s\" must have a date or time stamp type",
+							date_names[i], RelationGetRelationName(rel)),
+					 errdetail("It becomes \"eventDate\"; it has type %s.", format_type_be(typid))));
+		map->date_attnum = att;
+		map->date_typid = typid;
+	}
+}
+
+static char *
+body_from_slot(const WhEventType *et, const ColumnMap *map, TupleTableSlot *slot,
+			   const char *relname)
+{
+	StringInfoData buf;
+	TimestampTz event_date = GetCurrentTransactionStartTimestamp();
+	bool		isnull;
+	Datum		d;
+	int			i;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"eventType\":\"");
+	appendStringInfoString(&buf, et->name);
+	appendStringInfoString(&buf, "\",\"eventDate\":\"");
+	if (map->date_attnum >= 0)
+	{
+		d = slot_getattr(slot, map->date_attnum + 1, &isnull);
+		if (!isnull)
+		{
+			if (map->date_typid == TIMESTAMPTZOID)
+				event_date = DatumGetTimestampTz(d);
+			else if (map->date_typid == TIMESTAMPOID)
+				event_date = DatumGetTimestampTz(DirectFunctionCall1(timestamp_timestamptz, d));
+			else
+				event_date = DatumGetTimestampTz(DirectFunctionCall1(date_timestamptz, d));
+		}
+	}
+	wh_format_event_date(&buf, event_date);
+	appendStringInfoChar(&buf, '"');
+
+	for (i = 0; i < et->nfields; i++)
+	{
+		const WhField *f = &et->fields[i];
+
+		d = slot_getattr(slot, map->attnum[i] + 1, &isnull);
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("column \"%s\" of table \"%s\" is null",
+							f->column, relname),
+					 errdetail("It maps to the required %s field \"%s\".", et->name, f->name)));
+		appendStringInfo(&buf, ",\"%s\":", f->name);
+		switch (map->typid[i])
+		{
+			case INT2OID:
+				appendStringInfo(&buf, "%d", (int) DatumGetInt16(d));
+				break;
+			case INT4OID:
+				appendStringInfo(&buf, "%d", DatumGetInt32(d));
+				break;
+			case INT8OID:
+				appendStringInfo(&buf, INT64_FORMAT, DatumGetInt64(d));
+				break;
+			case NUMERICOID:
+				{
+					char	   *s = integral_numeric_text(DatumGetNumeric(d));
+
+					if (s == NULL)
+						ereport(ERROR,
+								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								 errmsg("column \"%s\" of table \"%s\" is not an integer",
+										f->column, relname)));
+					appendStringInfoString(&buf, s);
+					break;
+				}
+			default:
+				escape_json(&buf, OutputFunctionCall((FmgrInfo *) &map->outfunc[i], d));
+				break;
+		}
+	}
+	appendStringInfoChar(&buf, '}');
+	check_body_size(et, &buf);
+	return buf.data;
+}
+
+PG_FUNCTION_INFO_V1(webhooks_enqueue_event);
+Datum
+webhooks_enqueue_event(PG_FUNCTION_ARGS)
+{
+	TriggerData *td;
+	Trigger    *trigger;
+	const WhEventType *et;
+	Relation	rel;
+	ColumnMap	map;
+	int64		webhook_id;
+	HeapTuple	rettuple = NULL;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("webhooks.enqueue_event() must be called as a trigger")));
+	td = (TriggerData *) fcinfo->context;
+	trigger = td->tg_trigger;
+	rel = td->tg_relation;
+
+	if (trigger->tgnargs != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger \"%s\" on table \"%s\" must pass one event type to webhooks.enqueue_event()",
+						trigger->tgname, RelationGetRelationName(rel)),
+				 errhint("For example: EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens').")));
+	et = lookup_event_type(trigger->tgargs[0]);
+
+	if (TRIGGER_FIRED_BY_DELETE(td->tg_event) || TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("webhooks.enqueue_event() fires only on INSERT or UPDATE"),
+				 errdetail("Trigger \"%s\" on table \"%s\" fired on %s.",
+						   trigger->tgname, RelationGetRelationName(rel),
+						   TRIGGER_FIRED_BY_DELETE(td->tg_event) ? "DELETE" : "TRUNCATE")));
+
+	build_column_map(et, rel, &map);
+
+	if (TRIGGER_FIRED_FOR_ROW(td->tg_event))
+	{
+		rettuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
+		SPI_connect();
+		webhook_id = active_webhook_id(et->name);
+		if (webhook_id != 0)
+		{
+			TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
+			char	   *body;
+
+			ExecStoreHeapTuple(rettuple, slot, false);
+			body = body_from_slot(et, &map, slot, RelationGetRelationName(rel));
+			ExecDropSingleTupleTableSlot(slot);
+			insert_one(webhook_id, et->name, body);
+		}
+		SPI_finish();
+	}
+	else
+	{
+		Tuplestorestate *rows = td->tg_newtable;
+
+		if (rows == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("statement trigger \"%s\" on table \"%s\" needs a transition table",
+							trigger->tgname, RelationGetRelationName(rel)),
+					 errhint("Create it with REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT.")));
+		SPI_connect();
+		webhook_id = active_webhook_id(et->name);
+		if (webhook_id != 0)
+		{
+			TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsMinimalTuple);
+			MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext,
+														 "webhooks trigger row",
+														 ALLOCSET_DEFAULT_SIZES);
+			int			cap = 1024;
+			int			n = 0;
+			Datum	   *bodies = palloc(cap * sizeof(Datum));
+
+			tuplestore_rescan(rows);
+			while (tuplestore_gettupleslot(rows, true, false, slot))
+			{
+				MemoryContext old = MemoryContextSwitchTo(rowcxt);
+				char	   *body = body_from_slot(et, &map, slot, RelationGetRelationName(rel));
+
+				MemoryContextSwitchTo(old);
+				if (n == cap)
+				{
+					cap *= 2;
+					bodies = repalloc_huge(bodies, cap * sizeof(Datum));
+				}
+				bodies[n++] = CStringGetTextDatum(body);
+				MemoryContextReset(rowcxt);
+			}
+			ExecDropSingleTupleTableSlot(slot);
+			insert_many(webhook_id, et->name, bodies, n);
+		}
+		SPI_finish();
+	}
+	return PointerGetDatum(rettuple);
+}
+
+/* The specification's event types, for seeding webhooks.event_types. */
+PG_FUNCTION_INFO_V1(webhooks_builtin_event_types);
+Datum
+webhooks_builtin_event_types(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (i = 0; i < N_EVENT_TYPES; i++)
+	{
+		const WhEventType *et = &event_types[i];
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
+		StringInfoData fields;
+		StringInfoData example;
+		int			j;
+
+		initStringInfo(&fields);
+		appendStringInfoChar(&fields, '[');
+		for (j = 0; j < et->nfields; j++)
+			appendStringInfo(&fields, "%s{\"name\": \"%s\", \"type\": \"%s\", \"column\": \"%s\"}",
+							 j ? ", " : "", et->fields[j].name,
+							 field_type_name(et->fields[j].type), et->fields[j].column);
+		appendStringInfoChar(&fields, ']');
+
+		initStringInfo(&example);
+		appendStringInfo(&example, "{\"eventType\":\"%s\",\"eventDate\":\"2024-05-10T13:28:23.209375Z\"", et->name);
+		for (j = 0; j < et->nfields; j++)
+		{
+			if (et->fields[j].type == WH_FIELD_INTEGER)
+				appendStringInfo(&example, ",\"%s\":" INT64_FORMAT, et->fields[j].name, et->example[j]);
+			else
+				appendStringInfo(&example, ",\"%s\":\"%s\"", et->fields[j].name, EXAMPLE_EMAIL);
+		}
+		appendStringInfoChar(&example, '}');
+
+		values[0] = CStringGetTextDatum(et->name);
+		values[1] = CStringGetTextDatum(et->label);
+		values[2] = CStringGetTextDatum(et->description);
+		values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(fields.data));
+		values[4] = CStringGetTextDatum(example.data);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

@@ -1,0 +1,180 @@
+/*-------------------------------------------------------------------------
+ *
+ * signing.c
+ *	  Standard Webhooks (v1, HMAC-SHA256) secrets and signatures.
+ *
+ * A secret is "whsec_" followed by the standard base64 (with padding) of
+ * WH_SECRET_BYTES random bytes from pg_strong_random().  A signature is
+ * "v1," + base64(HMAC_SHA256(key, id + "." + timestamp + "." + body)) where
+ * key is the base64-decoded secret without its prefix.  The receivers'
+ * libraries are strict, so this file follows the specification byte for
+ * byte (see the test vectors in the regression tests).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "webhooks.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "common/base64.h"
+#include "fmgr.h"
+#include "port.h"
+#include "utils/builtins.h"
+
+#define WH_SECRET_PREFIX "whsec_"
+#define WH_SECRET_MIN_BYTES 16
+#define WH_SECRET_MAX_BYTES 64
+
+char *
+wh_generate_secret(void)
+{
+	uint8		raw[WH_SECRET_BYTES];
+	int			enclen = pg_b64_enc_len(WH_SECRET_BYTES);
+	char	   *out = palloc(strlen(WH_SECRET_PREFIX) + enclen + 1);
+	int			n;
+
+	if (!pg_strong_random(raw, sizeof(raw)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random bytes for a webhook secret")));
+	strcpy(out, WH_SECRET_PREFIX);
+	n = pg_b64_encode((const char *) raw, sizeof(raw),
+					  out + strlen(WH_SECRET_PREFIX), enclen);
+	if (n < 0)
+		elog(ERROR, "could not encode webhook secret");
+	out[strlen(WH_SECRET_PREFIX) + n] = '\0';
+	return out;
+}
+
+/*
+ * Decode a secret into its key bytes.  Returns the key length, or -1 with
+ * *why set when the secret is not of the expected form.
+ */
+static int
+decode_secret(const char *secret, uint8 *key, int keysize, const char **why)
+{
+	const char *b64;
+	int			len;
+	int			n;
+
+	if (strncmp(secret, WH_SECRET_PREFIX, strlen(WH_SECRET_PREFIX)) != 0)
+	{
+		*why = "A secret starts with \"whsec_\".";
+		return -1;
+	}
+	b64 = secret + strlen(WH_SECRET_PREFIX);
+	len = strlen(b64);
+	if (len == 0 || len % 4 != 0 || pg_b64_dec_len(len) > keysize)
+	{
+		*why = "The part after \"whsec_\" must be standard base64 of 16 to 64 bytes.";
+		return -1;
+	}
+	n = pg_b64_decode(b64, len, (char *) key, keysize);
+	if (n < WH_SECRET_MIN_BYTES || n > WH_SECRET_MAX_BYTES)
+	{
+		*why = "The part after \"whsec_\" must be standard base64 of 16 to 64 bytes.";
+		return -1;
+	}
+	return n;
+}
+
+bool
+wh_secret_valid(const char *secret, char **why)
+{
+	uint8		key[WH_SECRET_MAX_BYTES + 4];
+	const char *reason = NULL;
+
+	if (decode_secret(secret, key, sizeof(key), &reason) < 0)
+	{
+		if (why)
+			*why = pstrdup(reason);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Return "v1,<base64 signature>" for one secret.
+ */
+char *
+wh_sign(const char *secret, const char *msg_id, int64 timestamp,
+		const char *body, size_t body_len)
+{
+	uint8		key[WH_SECRET_MAX_BYTES + 4];
+	int			keylen;
+	const char *why = NULL;
+	char		tsbuf[32];
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+	StringInfoData signed_content;
+	char	   *out;
+	int			enclen;
+	int			n;
+
+	keylen = decode_secret(secret, key, sizeof(key), &why);
+	if (keylen < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid webhook secret"),
+				 errdetail("%s", why)));
+
+	snprintf(tsbuf, sizeof(tsbuf), INT64_FORMAT, timestamp);
+	initStringInfo(&signed_content);
+	appendStringInfoString(&signed_content, msg_id);
+	appendStringInfoChar(&signed_content, '.');
+	appendStringInfoString(&signed_content, tsbuf);
+	appendStringInfoChar(&signed_content, '.');
+	appendBinaryStringInfo(&signed_content, body, body_len);
+
+	if (HMAC(EVP_sha256(), key, keylen,
+			 (const unsigned char *) signed_content.data, signed_content.len,
+			 mac, &maclen) == NULL)
+		elog(ERROR, "HMAC-SHA256 failed");
+	pfree(signed_content.data);
+
+	enclen = pg_b64_enc_len(maclen);
+	out = palloc(3 + enclen + 1);
+	memcpy(out, "v1,", 3);
+	n = pg_b64_encode((const char *) mac, maclen, out + 3, enclen);
+	if (n < 0)
+		elog(ERROR, "could not encode signature");
+	out[3 + n] = '\0';
+	explicit_bzero(key, sizeof(key));
+	return out;
+}
+
+PG_FUNCTION_INFO_V1(webhooks_generate_secret);
+Datum
+webhooks_generate_secret(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(wh_generate_secret()));
+}
+
+PG_FUNCTION_INFO_V1(webhooks_sign);
+Datum
+webhooks_sign(PG_FUNCTION_ARGS)
+{
+	char	   *secret = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *msg_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	int64		ts = PG_GETARG_INT64(2);
+	text	   *body = PG_GETARG_TEXT_PP(3);
+
+	if (strchr(msg_id, '.') != NULL || msg_id[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid message id \"%s\"", msg_id),
+				 errdetail("A message id is not empty and contains no \".\".")));
+	PG_RETURN_TEXT_P(cstring_to_text(wh_sign(secret, msg_id, ts,
+											 VARDATA_ANY(body),
+											 VARSIZE_ANY_EXHDR(body))));
+}
+
+PG_FUNCTION_INFO_V1(webhooks_secret_is_valid);
+Datum
+webhooks_secret_is_valid(PG_FUNCTION_ARGS)
+{
+	char	   *secret = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	PG_RETURN_BOOL(wh_secret_valid(secret, NULL));
+}

@@ -1,0 +1,376 @@
+/*-------------------------------------------------------------------------
+ *
+ * webhooks.c
+ *	  Module initialisation: settings, shared memory, and the commit-time
+ *	  wake-up of the delivery worker.
+ *
+ * The library must be in shared_preload_libraries: only then can it reserve
+ * shared memory (where the worker publishes its latch) and register the
+ * background worker.  Every backend loads it at start, so each one installs
+ * a transaction callback: a transaction that enqueued a delivery sets the
+ * worker's latch when it commits, so an idle worker reacts within
+ * milliseconds without polling.  Rolled-back transactions wake nobody.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "webhooks.h"
+
+#include <limits.h>
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+/* PostgreSQL 15 declares no prototype for _PG_init */
+void		_PG_init(void);
+
+/* settings */
+char	   *wh_database_name = NULL;
+bool		wh_enabled = true;
+char	   *wh_ca_file = NULL;
+bool		wh_allow_private_targets = false;
+char	   *wh_retry_schedule = NULL;
+int			wh_connect_timeout_ms = 10000;
+int			wh_request_timeout_ms = 30000;
+int			wh_response_body_limit = 4096;
+int			wh_max_concurrency = 64;
+int			wh_max_concurrency_per_webhook = 32;
+int			wh_batch_size = 500;
+int			wh_log_retention_s = 7 * 24 * 3600;
+int			wh_max_payload_size = 65536;
+int			wh_secret_grace_period_s = 24 * 3600;
+int			wh_retry_after_max_s = 3600;
+
+int			wh_retry_count = 0;
+int		   *wh_retry_delays_ms = NULL;
+
+bool		wh_loaded_at_preload = false;
+
+WhSharedState *wh_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* set when this transaction enqueued something */
+static bool wake_at_commit = false;
+
+#define WH_MAX_RETRIES 50
+
+/* parsed form of webhooks.retry_schedule, kept as the GUC's "extra" */
+typedef struct RetrySchedule
+{
+	int			count;
+	int			delays_ms[FLEXIBLE_ARRAY_MEMBER];
+} RetrySchedule;
+
+static bool
+check_retry_schedule(char **newval, void **extra, GucSource source)
+{
+	char	   *copy;
+	char	   *tok;
+	char	   *saveptr = NULL;
+	RetrySchedule *sched;
+	int			n = 0;
+
+	sched = malloc(offsetof(RetrySchedule, delays_ms) + WH_MAX_RETRIES * sizeof(int));
+	if (sched == NULL)
+		return false;
+	copy = pstrdup(*newval ? *newval : "");
+	for (tok = strtok_r(copy, ",", &saveptr); tok != NULL;
+		 tok = strtok_r(NULL, ",", &saveptr))
+	{
+		int			ms;
+		const char *hint = NULL;
+		char	   *end;
+
+		while (*tok == ' ' || *tok == '\t')
+			tok++;
+		end = tok + strlen(tok);
+		while (end > tok && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if (*tok == '\0')
+		{
+			GUC_check_errdetail("The schedule has an empty entry.");
+			goto fail;
+		}
+		if (strspn(tok, "0123456789") == strlen(tok))
+		{
+			GUC_check_errdetail("Delay \"%s\" has no unit.", tok);
+			GUC_check_errhint("Write each delay with a unit: ms, s, min, h or d, e.g. '5s, 5min, 30min'.");
+			goto fail;
+		}
+		if (!parse_int(tok, &ms, GUC_UNIT_MS, &hint) || ms < 0)
+		{
+			GUC_check_errdetail("\"%s\" is not a valid delay.", tok);
+			GUC_check_errhint("Write each delay with a unit: ms, s, min, h or d, e.g. '5s, 5min, 30min'.");
+			goto fail;
+		}
+		if (n >= WH_MAX_RETRIES)
+		{
+			GUC_check_errdetail("The schedule has more than %d entries.", WH_MAX_RETRIES);
+			goto fail;
+		}
+		sched->delays_ms[n++] = ms;
+	}
+	sched->count = n;
+	pfree(copy);
+	*extra = sched;
+	return true;
+
+fail:
+	pfree(copy);
+	free(sched);
+	return false;
+}
+
+static void
+assign_retry_schedule(const char *newval, void *extra)
+{
+	RetrySchedule *sched = (RetrySchedule *) extra;
+
+	wh_retry_count = sched->count;
+	wh_retry_delays_ms = sched->delays_ms;
+}
+
+static void
+wh_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(WhSharedState)));
+}
+
+static void
+wh_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	wh_shared = ShmemInitStruct("webhooks", sizeof(WhSharedState), &found);
+	if (!found)
+	{
+		wh_shared->worker_pid = 0;
+		wh_shared->worker_procno = -1;
+		pg_atomic_init_u64(&wh_shared->wakeups, 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Set the worker's latch now.  Used at commit, and by functions that change
+ * what the worker should do (redelivery, activation).
+ */
+void
+wh_wake_worker_now(void)
+{
+	int			procno;
+
+	if (wh_shared == NULL)
+		return;
+	procno = wh_shared->worker_procno;
+	if (procno >= 0 && procno < (int) ProcGlobal->allProcCount)
+	{
+		pg_atomic_fetch_add_u64(&wh_shared->wakeups, 1);
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+	}
+}
+
+/* Remember to wake the worker when the current transaction commits. */
+void
+wh_wake_worker_at_commit(void)
+{
+	wake_at_commit = true;
+}
+
+static void
+wh_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				wh_wake_worker_now();
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+define_settings(void)
+{
+	DefineCustomStringVariable("webhooks.database_name",
+							   "Database the delivery worker serves.",
+							   NULL,
+							   &wh_database_name,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("webhooks.enabled",
+							 "Whether the worker delivers webhooks.",
+							 "When off, events are still queued but nothing is sent.",
+							 &wh_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("webhooks.ca_file",
+							   "Extra CA bundle (PEM file) trusted for target servers.",
+							   "Added to the system's trust store; empty means the system store only.",
+							   &wh_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("webhooks.allow_private_targets",
+							 "Allow loopback, private and link-local target addresses.",
+							 "Cloud metadata addresses stay blocked either way.",
+							 &wh_allow_private_targets,
+							 false,
+							 PGC_SIGHUP,
+							 GUC_SUPERUSER_ONLY,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("webhooks.retry_schedule",
+							   "Delays between delivery attempts, e.g. '5s, 5min, 30min'.",
+							   "Its length is the number of retries after the first attempt.",
+							   &wh_retry_schedule,
+							   "5s, 5min, 30min, 2h, 5h, 10h, 14h, 20h, 24h",
+							   PGC_SIGHUP,
+							   0,
+							   check_retry_schedule, assign_retry_schedule, NULL);
+
+	DefineCustomIntVariable("webhooks.connect_timeout",
+							"Time allowed to connect to a target (TCP and TLS).",
+							NULL,
+							&wh_connect_timeout_ms,
+							10000, 100, 300000,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("webhooks.timeout",
+							"Total time allowed for one request.",
+							NULL,
+							&wh_request_timeout_ms,
+							30000, 100, 600000,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("webhooks.response_body_limit",
+							"Bytes of a response body kept in logs.",
+							NULL,
+							&wh_response_body_limit,
+							4096, 0, 1024 * 1024,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("webhooks.max_concurrency",
+							"Requests the worker keeps in flight at once.",
+							NULL,
+							&wh_max_concurrency,
+							64, 1, 1024,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("webhooks.max_concurrency_per_webhook",
+							"Requests in flight at once to one webhook.",
+							"Keeps one slow endpoint from taking every slot.",
+							&wh_max_concurrency_per_webhook,
+							32, 1, 1024,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("webhooks.batch_size",
+							"Deliveries claimed per queue query.",
+							NULL,
+							&wh_batch_size,
+							500, 1, 10000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("webhooks.log_retention",
+							"How long delivered and dead deliveries and log rows are kept.",
+							NULL,
+							&wh_log_retention_s,
+							7 * 24 * 3600, 60, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("webhooks.max_payload_size",
+							"Largest payload (JSON body) that can be enqueued.",
+							NULL,
+							&wh_max_payload_size,
+							65536, 256, 10 * 1024 * 1024,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("webhooks.secret_grace_period",
+							"How long a rotated-out secret still signs deliveries.",
+							NULL,
+							&wh_secret_grace_period_s,
+							24 * 3600, 0, 30 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("webhooks.retry_after_max",
+							"Longest Retry-After delay honoured.",
+							"Longer requests from a receiver are cut to this.",
+							&wh_retry_after_max_s,
+							3600, 1, 7 * 24 * 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("webhooks");
+}
+
+void
+_PG_init(void)
+{
+	define_settings();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	wh_loaded_at_preload = true;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = wh_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = wh_shmem_startup;
+
+	RegisterXactCallback(wh_xact_callback, NULL);
+
+	wh_register_worker();
+}

@@ -1,0 +1,164 @@
+/*-------------------------------------------------------------------------
+ *
+ * webhooks.h
+ *	  Declarations shared by the C files of the webhooks extension.
+ *
+ * The extension is split by responsibility:
+ *	webhooks.c	module init, settings (GUCs), shared memory, commit wake-up
+ *	url.c		pure URL / address validation (no server dependency, fuzzed)
+ *	signing.c	Standard Webhooks signatures and secrets
+ *	http.c		libcurl engine shared by the worker and the connection test
+ *	payload.c	event types, payload validation, emit() and the trigger
+ *	functions.c	other SQL-callable functions (connection test, helpers)
+ *	worker.c	the background worker that delivers the queue
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef WEBHOOKS_H
+#define WEBHOOKS_H
+
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "lib/ilist.h"
+#include "port/atomics.h"
+#include "lib/stringinfo.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#define WEBHOOKS_VERSION "1.0"
+#define WEBHOOKS_USER_AGENT "webhooks/" WEBHOOKS_VERSION " (PostgreSQL extension)"
+
+/* SQLSTATE of a failed connection test (class WH: webhooks) */
+#define ERRCODE_WEBHOOKS_CONNECTION_TEST_FAILED MAKE_SQLSTATE('W','H','0','0','1')
+
+/* ---- settings (webhooks.c) ---- */
+extern char *wh_database_name;
+extern bool wh_enabled;
+extern char *wh_ca_file;
+extern bool wh_allow_private_targets;
+extern char *wh_retry_schedule;
+extern int	wh_connect_timeout_ms;
+extern int	wh_request_timeout_ms;
+extern int	wh_response_body_limit;
+extern int	wh_max_concurrency;
+extern int	wh_max_concurrency_per_webhook;
+extern int	wh_batch_size;
+extern int	wh_log_retention_s;
+extern int	wh_max_payload_size;
+extern int	wh_secret_grace_period_s;
+extern int	wh_retry_after_max_s;
+
+/* parsed webhooks.retry_schedule: delays in ms between attempts */
+extern int	wh_retry_count;
+extern int *wh_retry_delays_ms;
+
+extern bool wh_loaded_at_preload;
+
+/* ---- shared memory and wake-up (webhooks.c) ---- */
+typedef struct WhSharedState
+{
+	pid_t		worker_pid;		/* 0 when no worker runs */
+	int			worker_procno;	/* pgprocno of the worker, -1 if none */
+	pg_atomic_uint64 wakeups;	/* commits that woke the worker */
+} WhSharedState;
+
+extern WhSharedState *wh_shared;
+
+extern void wh_wake_worker_at_commit(void);
+extern void wh_wake_worker_now(void);
+
+/* ---- signing.c ---- */
+#define WH_SECRET_BYTES 32
+extern char *wh_generate_secret(void);
+extern bool wh_secret_valid(const char *secret, char **why);
+extern char *wh_sign(const char *secret, const char *msg_id, int64 timestamp,
+					 const char *body, size_t body_len);
+
+/* ---- payload.c ---- */
+typedef enum WhFieldType
+{
+	WH_FIELD_INTEGER,
+	WH_FIELD_STRING
+} WhFieldType;
+
+typedef struct WhField
+{
+	const char *name;			/* JSON key, e.g. messageId */
+	const char *column;			/* table column, e.g. message_id */
+	WhFieldType type;
+} WhField;
+
+#define WH_MAX_FIELDS 4
+
+typedef struct WhEventType
+{
+	const char *name;			/* EmailOpens */
+	const char *label;			/* Email — Open */
+	const char *description;
+	int			nfields;
+	WhField		fields[WH_MAX_FIELDS];
+	int64		example[WH_MAX_FIELDS]; /* example integer values (spec) */
+} WhEventType;
+
+extern const WhEventType *wh_find_event_type(const char *name);
+extern void wh_check_event_type(const char *name);
+extern char *wh_build_body(const WhEventType *et, Jsonb *payload);
+extern char *wh_dummy_body(const WhEventType *et);
+extern void wh_format_event_date(StringInfo buf, TimestampTz ts);
+
+/* ---- http.c ---- */
+typedef struct WhRequest
+{
+	/* input */
+	int64		delivery_id;
+	int64		webhook_id;
+	int			attempt;
+	char	   *url;
+	char	   *body;
+	struct curl_slist *headers;
+	void	   *arg;			/* caller's */
+
+	/* output */
+	bool		done;
+	CURLcode	result;
+	long		status;			/* HTTP status, 0 if no response */
+	StringInfoData response;	/* capped body */
+	bool		response_truncated;
+	bool		headers_too_large;
+	size_t		header_bytes;
+	char		errbuf[CURL_ERROR_SIZE];
+	const char *blocked_reason; /* set by the open-socket check */
+	int64		retry_after_s;	/* -1 when absent */
+	double		duration_ms;
+
+	/* private */
+	CURL	   *easy;
+	TimestampTz started;
+	dlist_node	node;			/* in the engine's list of active requests */
+} WhRequest;
+
+typedef struct WhEngine WhEngine;
+
+extern void wh_curl_global_init(void);
+extern WhEngine *wh_engine_create(MemoryContext cxt);
+extern void wh_engine_destroy(WhEngine *engine);
+extern void wh_engine_add(WhEngine *engine, WhRequest *req);
+extern int	wh_engine_running(WhEngine *engine);
+extern bool wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info);
+extern WhRequest *wh_engine_next_done(WhEngine *engine);
+extern struct curl_slist *wh_build_headers(const char *msg_id, const char *body,
+										   const char *secret,
+										   const char *previous_secret,
+										   const char *auth_token,
+										   Jsonb *extra_headers);
+extern char *wh_request_error_content(WhRequest *req);
+extern void wh_check_extra_headers(Jsonb *headers, bool has_auth_token);
+extern char *wh_extra_headers_problem(Jsonb *headers, bool has_auth_token);
+
+/* ---- worker.c ---- */
+extern void wh_register_worker(void);
+PGDLLEXPORT void webhooks_worker_main(Datum main_arg);
+
+#endif							/* WEBHOOKS_H */

@@ -1,0 +1,608 @@
+=pod
+
+=head1 NAME
+
+WebhooksTest - helpers for the webhooks TAP tests
+
+=head1 SYNOPSIS
+
+  use strict;
+  use warnings;
+  use PostgreSQL::Test::Utils;
+  use Test::More;
+  use WebhooksTest;            # prove -I test
+
+  my $rcv  = start_receiver(cert => 'server', secret => $secret);
+  my $node = new_node('main', conf => "webhooks.some_setting = 5");
+  $node->safe_psql('postgres', "... '" . $rcv->url('/ok') . "' ...");
+  my $reqs = $rcv->wait_for_requests(1, 30);
+  ok(verify_request($secret, $reqs->[0]), 'delivery is signed');
+  ok($reqs->[0]{sig_ok}, 'the receiver agrees');
+  done_testing();
+
+=head1 DESCRIPTION
+
+Exports C<certs_dir>, C<start_receiver>, C<new_node>, C<sign>,
+C<verify_signature> and C<verify_request>.
+
+Everything is written under C<$PostgreSQL::Test::Utils::tmp_check> (that is
+C<$TESTDIR/tmp_check>, or C<./tmp_check> without TESTDIR): the certificates
+in C<tmp_check/certs> (shared by all test scripts of a run), each receiver in
+its own C<tmp_check/receiver_XXXX> directory (C<port>, C<requests.jsonl>,
+C<secrets>, C<receiver.log> = the receiver's stderr).  Those directories are
+removed at the end unless a test failed or PG_TEST_NOCLEAN is set.
+
+The test receiver is F<test/receiver.py> (run with F</usr/bin/python3>, or
+C<$ENV{WEBHOOKS_TEST_PYTHON}>); the certificates come from
+F<test/make_certs.sh>.  See those files for the paths the receiver answers.
+
+=cut
+
+package WebhooksTest;
+
+use strict;
+use warnings;
+
+use Carp;
+use Cwd ();
+use Digest::SHA qw(hmac_sha256);
+use Exporter 'import';
+use File::Basename ();
+use File::Spec;
+use JSON::PP ();
+use MIME::Base64 qw(encode_base64 decode_base64);
+use POSIX ();
+use Scalar::Util ();
+use Test::More ();
+use Time::HiRes ();
+
+# Loaded at compile time so that their INIT blocks run; loading them does not
+# need any PostgreSQL binary.
+use PostgreSQL::Test::Utils ();
+use PostgreSQL::Test::Cluster ();
+
+our @EXPORT =
+  qw(certs_dir start_receiver new_node sign verify_signature verify_request);
+
+# Directory of this file (the repository's test/), absolute.
+my $test_dir = File::Basename::dirname(Cwd::abs_path(__FILE__));
+
+my $python = $ENV{WEBHOOKS_TEST_PYTHON}
+  // (-x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3');
+
+my %cert_kinds = map { $_ => 1 } qw(server expired wronghost selfsigned);
+
+=pod
+
+=head1 FUNCTIONS
+
+=over
+
+=item certs_dir()
+
+Runs F<test/make_certs.sh> (once per process; the script itself is idempotent
+and safe to run concurrently) into C<tmp_check/certs> and returns that
+directory as an absolute path.  It holds C<ca.crt ca.key>, and C<.crt/.key>
+pairs for C<server> (signed by the CA for 127.0.0.1 and localhost),
+C<expired>, C<wronghost> (SAN wrong.example) and C<selfsigned>.
+
+=cut
+
+my $certs_dir;
+
+sub certs_dir
+{
+	return $certs_dir if defined $certs_dir;
+
+	my $dir =
+	  File::Spec->rel2abs("$PostgreSQL::Test::Utils::tmp_check/certs");
+	PostgreSQL::Test::Utils::system_or_bail('bash', "$test_dir/make_certs.sh",
+		$dir);
+	croak "make_certs.sh did not create $dir/ca.crt" unless -f "$dir/ca.crt";
+	$certs_dir = $dir;
+	return $certs_dir;
+}
+
+=pod
+
+=item start_receiver(%opt)
+
+Starts F<test/receiver.py> in the background on 127.0.0.1 and waits (polling
+every 50 ms, at most 10 s) until it has written its port file.  Options:
+
+  cert    => 'server' (default) | 'expired' | 'wronghost' | 'selfsigned'
+  secret  => 'whsec_...' or ['whsec_...', ...]   secrets for the sig_ok check
+             (can be changed later with ->set_secret)
+  port    => fixed port (default: ephemeral)
+  verbose => 1   access log and tracebacks into receiver.log
+
+Returns a C<WebhooksTest::Receiver> (methods below).  It is stopped when the
+object goes away, and at the end of the test script in any case.  Dies if the
+receiver does not come up.
+
+=cut
+
+sub start_receiver
+{
+	my (%opt) = @_;
+	return WebhooksTest::Receiver->_start(%opt);
+}
+
+=pod
+
+=item new_node($name, %opt)
+
+C<PostgreSQL::Test::Cluster-E<gt>new($name)>, C<init>, then appends to
+postgresql.conf:
+
+  shared_preload_libraries = 'webhooks'
+  webhooks.database_name = 'postgres'
+  webhooks.ca_file = '<certs_dir>/ca.crt'
+  webhooks.allow_private_targets = on
+
+followed by C<$opt{conf}> (a string of lines, or an array ref of lines), starts
+the node and runs C<CREATE EXTENSION webhooks> in database postgres.  Other
+options:
+
+  init         => { ... }   passed to $node->init (e.g. allows_streaming => 1)
+  no_extension => 1         do not CREATE EXTENSION
+  no_start     => 1         do not start the node (implies no_extension)
+
+When run by hand outside C<make installcheck>, puts C<pg_config --bindir> on
+PATH and sets PG_REGRESS if they are missing (pg_config from $PG_CONFIG or
+PATH).  Returns the node.
+
+=cut
+
+sub new_node
+{
+	my ($name, %opt) = @_;
+
+	_ensure_pg_env();
+	my $ca = certs_dir() . '/ca.crt';
+	(my $ca_quoted = $ca) =~ s/'/''/g;
+
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(%{ $opt{init} // {} });
+
+	my @conf = (
+		"shared_preload_libraries = 'webhooks'",
+		"webhooks.database_name = 'postgres'",
+		"webhooks.ca_file = '$ca_quoted'",
+		"webhooks.allow_private_targets = on");
+	if (defined $opt{conf})
+	{
+		push @conf, ref $opt{conf} eq 'ARRAY' ? @{ $opt{conf} } : $opt{conf};
+	}
+	$node->append_conf('postgresql.conf',
+		"\n# Added by WebhooksTest.pm\n" . join("\n", @conf) . "\n");
+
+	return $node if $opt{no_start};
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION webhooks')
+	  unless $opt{no_extension};
+	return $node;
+}
+
+# Make PostgreSQL::Test::Cluster usable when the script is run by hand with
+# prove instead of through PGXS's prove_installcheck.
+sub _ensure_pg_env
+{
+	my $have_initdb =
+	  grep { -x "$_/initdb" } split /:/, ($ENV{PATH} // '');
+	return if $have_initdb && $ENV{PG_REGRESS};
+
+	my $pg_config = $ENV{PG_CONFIG} // 'pg_config';
+	chomp(my $bindir = `$pg_config --bindir`);
+	croak "could not run $pg_config --bindir" if $? || $bindir eq '';
+	$ENV{PATH} = "$bindir:" . ($ENV{PATH} // '') unless $have_initdb;
+
+	if (!$ENV{PG_REGRESS})
+	{
+		chomp(my $pgxs = `$pg_config --pgxs`);
+		croak "could not run $pg_config --pgxs" if $? || $pgxs eq '';
+		# .../lib/pgxs/src/makefiles/pgxs.mk -> .../lib/pgxs/src/test/regress/pg_regress
+		my $src = File::Basename::dirname(File::Basename::dirname($pgxs));
+		$ENV{PG_REGRESS} = "$src/test/regress/pg_regress";
+	}
+	return;
+}
+
+=pod
+
+=item sign($secret, $id, $timestamp, $body)
+
+The C<webhook-signature> header value for these inputs by the Standard
+Webhooks v1 scheme: C<v1,> + base64(HMAC-SHA256(base64_decode(secret without
+C<whsec_>), "$id.$timestamp.$body")).  With an array ref of secrets, one entry
+per secret, separated by one space (a rotation).  C<$body> is bytes; a Perl
+character string is UTF-8 encoded first.
+
+=cut
+
+sub sign
+{
+	my ($secret, $id, $ts, $body) = @_;
+	my @secrets = ref $secret eq 'ARRAY' ? @$secret : ($secret);
+	my $signed = _signed_content($id, $ts, $body);
+	return join ' ',
+	  map { 'v1,' . encode_base64(hmac_sha256($signed, _key($_)), '') }
+	  @secrets;
+}
+
+=pod
+
+=item verify_signature($secret, $id, $timestamp, $body, $sig_header)
+
+Returns 1 if any C<v1,> entry of the space-separated C<$sig_header> is the
+signature of C<$id.$timestamp.$body> under C<$secret> (or under any of the
+secrets, given an array ref), else 0.  Only the HMAC is checked, not the age
+of the timestamp (the receiver's C<ts_ok> does that).
+
+=cut
+
+sub verify_signature
+{
+	my ($secret, $id, $ts, $body, $sig_header) = @_;
+	return 0
+	  unless defined $secret
+	  && defined $id
+	  && defined $ts
+	  && defined $body
+	  && defined $sig_header;
+	my @secrets = ref $secret eq 'ARRAY' ? @$secret : ($secret);
+	my @given = map { substr($_, 3) } grep { /^v1,/ } split / /, $sig_header;
+	my $signed = _signed_content($id, $ts, $body);
+	for my $s (@secrets)
+	{
+		my $want = encode_base64(hmac_sha256($signed, _key($s)), '');
+		return 1 if grep { $_ eq $want } @given;
+	}
+	return 0;
+}
+
+=pod
+
+=item verify_request($secret, $request)
+
+C<verify_signature> on a request as returned by C<-E<gt>requests> (its
+webhook-id, webhook-timestamp and webhook-signature headers and exact body).
+
+=cut
+
+sub verify_request
+{
+	my ($secret, $req) = @_;
+	return 0 unless ref $req eq 'HASH';
+	my $h = $req->{headers} // {};
+	return verify_signature(
+		$secret, $h->{'webhook-id'}, $h->{'webhook-timestamp'},
+		$req->{body}, $h->{'webhook-signature'});
+}
+
+sub _key
+{
+	my ($secret) = @_;
+	(my $b64 = $secret) =~ s/^whsec_//;
+	return decode_base64($b64);
+}
+
+sub _signed_content
+{
+	my @parts = @_;
+	for (@parts)
+	{
+		$_ //= '';
+		utf8::encode($_) if utf8::is_utf8($_);
+	}
+	return join '.', @parts;
+}
+
+=pod
+
+=back
+
+=head1 RECEIVER METHODS (WebhooksTest::Receiver)
+
+=over
+
+=item ->port, ->url($path), ->dir, ->log_file, ->pid
+
+C<url> returns C<https://127.0.0.1:PORT$path> (C<$path> defaults to C</>).
+
+=item ->requests
+
+The logged requests, oldest first: a list in list context, an array ref in
+scalar context.  Each is a hash ref with the keys of F<receiver.py>'s log:
+C<t> (epoch seconds, float), C<method>, C<path> (with query string),
+C<headers> (lower-cased names), C<body>, C<sig_ok>, C<sig_ok_by_secret>,
+C<ts_ok>, C<status>, C<conn>, C<n_on_conn>, C<body_len>.  C<body> is the exact
+bytes received (a byte string: compare with literals of a script without
+C<use utf8>, or C<decode_json> it).  JSON booleans are JSON::PP::Boolean
+(true/false in boolean context, 1/0 as numbers); JSON null is undef
+(C<sig_ok> is undef when the receiver has no secret).
+
+B<Context>: C<my @r = $rcv-E<gt>requests> and C<my $r = $rcv-E<gt>requests>
+both work, but C<scalar($rcv-E<gt>requests)> is an array ref, not a count:
+count with C<scalar(@{ $rcv-E<gt>requests })> or C<-E<gt>count>.  The same holds
+for C<wait_for_requests>.
+
+=item ->count($filter)
+
+The number of logged requests (matching C<$filter>, as below), without waiting.
+
+=item ->wait_for_requests($n, $timeout_s, $filter)
+
+Polls the log every 50 ms until at least C<$n> requests (matching C<$filter>
+if given) are there, or C<$timeout_s> (default
+C<$PostgreSQL::Test::Utils::timeout_default>, 180 s) passed.  Returns the
+(matching) requests like C<-E<gt>requests>, so possibly fewer than C<$n> on
+timeout, which is also reported with C<diag>.  C<$filter> is a path prefix
+string, a C<qr//> matched against the path, or a code ref called with the
+request.
+
+=item ->clear_log
+
+Empties the log (flaky counters and connection numbers are kept).
+
+=item ->set_secret(@secrets)
+
+Replaces the secrets the receiver verifies with (it re-reads them on every
+request); with no argument, clears them (C<sig_ok> becomes undef).
+
+=item ->stop
+
+SIGTERM, then waits (SIGKILL after 10 s).  Returns the wait status (0 for a
+clean exit), or undef if it was already stopped.  Called automatically.
+
+=back
+
+=cut
+
+package WebhooksTest::Receiver;
+
+use strict;
+use warnings;
+
+use Carp;
+use JSON::PP ();
+use MIME::Base64 qw(decode_base64);
+use POSIX ();
+use Scalar::Util ();
+use Time::HiRes ();
+
+# Weak references to every running receiver, stopped in END.
+my %running;
+
+sub _start
+{
+	my ($class, %opt) = @_;
+	my $kind = $opt{cert} // 'server';
+	croak "unknown cert kind '$kind'" unless $cert_kinds{$kind};
+
+	my $certs = WebhooksTest::certs_dir();
+	my $dir   = File::Spec->rel2abs(PostgreSQL::Test::Utils::tempdir('receiver'));
+	my $self  = bless {
+		dir         => $dir,
+		cert        => $kind,
+		port_file   => "$dir/port",
+		log_file    => "$dir/requests.jsonl",
+		secret_file => "$dir/secrets",
+		stderr_file => "$dir/receiver.log",
+		owner       => $$,
+	}, $class;
+
+	# create the log up front, so ->requests never races its creation
+	open my $fh, '>', $self->{log_file} or croak "$self->{log_file}: $!";
+	close $fh;
+	$self->set_secret(
+		!defined $opt{secret} ? ()
+		: ref $opt{secret} eq 'ARRAY' ? @{ $opt{secret} }
+		:                                ($opt{secret}));
+
+	my @cmd = (
+		$python, "$test_dir/receiver.py",
+		'--cert'        => "$certs/$kind.crt",
+		'--key'         => "$certs/$kind.key",
+		'--port-file'   => $self->{port_file},
+		'--log'         => $self->{log_file},
+		'--secret-file' => $self->{secret_file},
+		'--host'        => '127.0.0.1',
+		'--port'        => $opt{port} // 0,
+		'--exit-with-parent');
+	push @cmd, '--verbose' if $opt{verbose};
+
+	my $pid = fork;
+	croak "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		# child: never return into the test script (no END blocks)
+		open STDIN, '<', '/dev/null';
+		open STDOUT, '>>', $self->{stderr_file};
+		open STDERR, '>&', \*STDOUT;
+		{ exec { $cmd[0] } @cmd; }
+		print STDERR "exec $cmd[0]: $!\n";
+		POSIX::_exit(127);
+	}
+	$self->{pid} = $pid;
+	$running{ Scalar::Util::refaddr($self) } = $self;
+	Scalar::Util::weaken($running{ Scalar::Util::refaddr($self) });
+
+	my $deadline = Time::HiRes::time() + 10;
+	while (1)
+	{
+		if (-s $self->{port_file})
+		{
+			open my $pf, '<', $self->{port_file}
+			  or croak "$self->{port_file}: $!";
+			my $port = <$pf>;
+			close $pf;
+			if (defined $port && $port =~ /^(\d+)\s*$/)
+			{
+				$self->{port} = $1;
+				last;
+			}
+		}
+		my $gone = waitpid($pid, POSIX::WNOHANG());
+		if ($gone == $pid || Time::HiRes::time() > $deadline)
+		{
+			my $why =
+			  $gone == $pid ? "exited with status $?" : 'did not start in 10 s';
+			local $?;
+			$self->stop;
+			croak "receiver ($kind) $why:\n"
+			  . PostgreSQL::Test::Utils::slurp_file($self->{stderr_file});
+		}
+		Time::HiRes::sleep(0.05);
+	}
+	Test::More::note("receiver ($kind) pid $pid on port $self->{port}, dir $dir");
+	return $self;
+}
+
+sub port     { return $_[0]{port} }
+sub dir      { return $_[0]{dir} }
+sub log_file { return $_[0]{log_file} }
+sub pid      { return $_[0]{pid} }
+
+sub url
+{
+	my ($self, $path) = @_;
+	$path //= '/';
+	$path = "/$path" unless $path =~ m{^/};
+	return "https://127.0.0.1:$self->{port}$path";
+}
+
+sub requests
+{
+	my ($self) = @_;
+	my @out;
+	if (open my $fh, '<:raw', $self->{log_file})
+	{
+		local $/ = "\n";
+		while (my $line = <$fh>)
+		{
+			# a line without its newline is still being written
+			last unless $line =~ /\n\z/;
+			my $r = JSON::PP::decode_json($line);
+			$r->{body} = decode_base64($r->{body_b64})
+			  if defined $r->{body_b64};
+			push @out, $r;
+		}
+		close $fh;
+	}
+	return wantarray ? @out : \@out;
+}
+
+sub _matcher
+{
+	my ($filter) = @_;
+	return sub { 1 }
+	  unless defined $filter;
+	return $filter if ref $filter eq 'CODE';
+	return sub { $_[0]{path} =~ $filter }
+	  if ref $filter eq 'Regexp';
+	return sub { index($_[0]{path}, $filter) == 0 };
+}
+
+sub count
+{
+	my ($self, $filter) = @_;
+	my $match = _matcher($filter);
+	return scalar(grep { $match->($_) } $self->requests);
+}
+
+sub wait_for_requests
+{
+	my ($self, $n, $timeout, $filter) = @_;
+	$timeout //= $PostgreSQL::Test::Utils::timeout_default;
+	my $match    = _matcher($filter);
+	my $deadline = Time::HiRes::time() + $timeout;
+	my @got;
+	while (1)
+	{
+		@got = grep { $match->($_) } $self->requests;
+		last if @got >= $n;
+		if (Time::HiRes::time() > $deadline)
+		{
+			Test::More::diag(
+				"receiver ($self->{cert}): waited ${timeout}s for $n requests"
+				  . (defined $filter ? " matching $filter" : '')
+				  . ", got " . scalar(@got));
+			last;
+		}
+		Time::HiRes::sleep(0.05);
+	}
+	return wantarray ? @got : \@got;
+}
+
+sub clear_log
+{
+	my ($self) = @_;
+	# the receiver appends (O_APPEND), so it continues at the new end
+	truncate($self->{log_file}, 0) or croak "truncate $self->{log_file}: $!";
+	return;
+}
+
+sub set_secret
+{
+	my ($self, @secrets) = @_;
+	my $tmp = "$self->{secret_file}.tmp";
+	open my $fh, '>', $tmp or croak "$tmp: $!";
+	print $fh map { "$_\n" } @secrets;
+	close $fh or croak "$tmp: $!";
+	rename $tmp, $self->{secret_file}
+	  or croak "rename $tmp: $!";
+	return;
+}
+
+sub stop
+{
+	my ($self) = @_;
+	my $pid = delete $self->{pid};
+	delete $running{ Scalar::Util::refaddr($self) };
+	return undef unless $pid && $self->{owner} == $$;
+
+	local $?;
+	kill 'TERM', $pid;
+	my $deadline = Time::HiRes::time() + 10;
+	my $status;
+	while (1)
+	{
+		my $r = waitpid($pid, POSIX::WNOHANG());
+		if ($r == $pid)
+		{
+			$status = $?;
+			last;
+		}
+		last if $r == -1;    # already reaped
+		if (Time::HiRes::time() > $deadline)
+		{
+			kill 'KILL', $pid;
+			waitpid($pid, 0);
+			$status = $?;
+			last;
+		}
+		Time::HiRes::sleep(0.02);
+	}
+	return $status;
+}
+
+sub DESTROY
+{
+	my ($self) = @_;
+	local ($?, $!, $@);
+	$self->stop if $self->{pid};
+	return;
+}
+
+END
+{
+	# keep the test script's exit status
+	local ($?, $!, $@);
+	for my $r (grep { defined } values %running)
+	{
+		$r->stop;
+	}
+}
+
+1;
