@@ -119,6 +119,14 @@ COMMENT ON COLUMN webhooks.webhooks.auth_token IS 'Sent as "Authorization: Beare
 COMMENT ON COLUMN webhooks.webhooks.headers IS 'Extra request headers, a JSON object of names to string values.';
 COMMENT ON COLUMN webhooks.webhooks.deactivated_reason IS 'Why the webhook was last deactivated (e.g. the receiver answered 410 Gone).';
 
+-- Serialises wizard runs per event type, so racing activations queue up
+-- and the loser gets the clear uniqueness error, not a raw index error.
+CREATE FUNCTION webhooks._lock_event_type(event_type text) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('webhooks.event_type'),
+                                            pg_catalog.hashtext(event_type));
+$$;
+
 -- The rules hold for direct DML too, not only for the functions.
 CREATE FUNCTION webhooks._webhooks_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -169,6 +177,9 @@ BEGIN
     END IF;
 
     IF NEW.is_active AND (TG_OP = 'INSERT' OR NOT OLD.is_active OR NEW.event_type <> OLD.event_type) THEN
+        -- serialise activations per event type: a racing session waits here,
+        -- then sees the winner and gets this clear error, not a raw index error
+        PERFORM webhooks._lock_event_type(NEW.event_type);
         SELECT w.name INTO other FROM webhooks.webhooks w
          WHERE w.event_type = NEW.event_type AND w.is_active AND w.id <> NEW.id;
         IF FOUND THEN
@@ -348,14 +359,6 @@ BEGIN
                   HINT = 'The event types are listed in webhooks.event_types, e.g. EmailOpens.';
     END IF;
 END
-$$;
-
--- Serialises wizard runs per event type, so racing activations queue up
--- and the loser gets the clear uniqueness error, not a raw index error.
-CREATE FUNCTION webhooks._lock_event_type(event_type text) RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('webhooks.event_type'),
-                                            pg_catalog.hashtext(event_type));
 $$;
 
 CREATE FUNCTION webhooks._require_no_active(event_type text, except_id bigint DEFAULT NULL) RETURNS void
@@ -647,7 +650,7 @@ COMMENT ON FUNCTION webhooks.redeliver_dead(text, timestamptz) IS
 ------------------------------------------------------------------------------
 CREATE VIEW webhooks.pending_deliveries AS
 SELECT d.id AS delivery_id, w.name AS webhook_name, d.webhook_id, d.event_type, d.state,
-       d.lease_until > now() AS in_flight, d.attempts, d.next_attempt_at, d.created_at,
+       coalesce(d.lease_until > now(), false) AS in_flight, d.attempts, d.next_attempt_at, d.created_at,
        d.last_attempt_at, d.last_status, d.last_error
   FROM webhooks.deliveries d LEFT JOIN webhooks.webhooks w ON w.id = d.webhook_id
  WHERE d.state IN ('pending', 'held');

@@ -227,7 +227,7 @@ wh_build_body(const WhEventType *et, Jsonb *payload)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s payload has an unknown field \"%s\"", et->name, key),
-					 errdetail("A %s payload has exactly these fields: %s.", et->name, names.data)));
+					 errdetail("%s payloads have exactly these fields: %s.", et->name, names.data)));
 		}
 	}
 
@@ -509,6 +509,7 @@ typedef struct ColumnMap
 	int			attnum[WH_MAX_FIELDS];	/* 0-based */
 	Oid			typid[WH_MAX_FIELDS];
 	FmgrInfo	outfunc[WH_MAX_FIELDS];
+	const char *colname[WH_MAX_FIELDS];
 	int			date_attnum;	/* -1 when the table has no date column */
 	Oid			date_typid;
 } ColumnMap;
@@ -564,6 +565,7 @@ build_column_map(const WhEventType *et, Relation rel, ColumnMap *map)
 							   et->name, f->name, format_type_be(typid))));
 		map->attnum[i] = att;
 		map->typid[i] = typid;
+		map->colname[i] = NameStr(TupleDescAttr(tupdesc, att)->attname);
 		if (f->type == WH_FIELD_STRING)
 		{
 			Oid			outfn;
@@ -633,7 +635,7 @@ body_from_slot(const WhEventType *et, const ColumnMap *map, TupleTableSlot *slot
 			ereport(ERROR,
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
 					 errmsg("column \"%s\" of table \"%s\" is null",
-							f->column, relname),
+							map->colname[i], relname),
 					 errdetail("It maps to the required %s field \"%s\".", et->name, f->name)));
 		appendStringInfo(&buf, ",\"%s\":", f->name);
 		switch (map->typid[i])
@@ -655,7 +657,9 @@ body_from_slot(const WhEventType *et, const ColumnMap *map, TupleTableSlot *slot
 						ereport(ERROR,
 								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 								 errmsg("column \"%s\" of table \"%s\" is not an integer",
-										f->column, relname)));
+										map->colname[i], relname),
+								 errdetail("It maps to the %s field \"%s\", a JSON integer.",
+										   et->name, f->name)));
 					appendStringInfoString(&buf, s);
 					break;
 				}

@@ -118,6 +118,7 @@ static const Ipv4Range ipv4_ranges[] = {
 	V4_METADATA(169, 254, 170, 2),	/* AWS ECS task metadata */
 	V4_METADATA(169, 254, 0, 23),	/* Tencent Cloud */
 	V4_METADATA(100, 100, 100, 200),	/* Alibaba Cloud */
+	V4_METADATA(168, 63, 129, 16),	/* Azure WireServer (a public address) */
 	V4_RANGE(0, 0, 0, 0, 8, "unspecified address"),
 	V4_RANGE(10, 0, 0, 0, 8, "private address"),
 	V4_RANGE(100, 64, 0, 0, 10, "carrier-grade NAT address"),

@@ -76,7 +76,7 @@ check_retry_schedule(char **newval, void **extra, GucSource source)
 {
 	char	   *copy;
 	char	   *tok;
-	char	   *saveptr = NULL;
+	char	   *next;
 	RetrySchedule *sched;
 	int			n = 0;
 
@@ -84,13 +84,23 @@ check_retry_schedule(char **newval, void **extra, GucSource source)
 	if (sched == NULL)
 		return false;
 	copy = pstrdup(*newval ? *newval : "");
-	for (tok = strtok_r(copy, ",", &saveptr); tok != NULL;
-		 tok = strtok_r(NULL, ",", &saveptr))
+	/* an empty schedule means no retries; otherwise no entry may be empty */
+	if (copy[strspn(copy, " \t")] == '\0')
+	{
+		sched->count = 0;
+		pfree(copy);
+		*extra = sched;
+		return true;
+	}
+	for (tok = copy; tok != NULL; tok = next)
 	{
 		int			ms;
 		const char *hint = NULL;
 		char	   *end;
 
+		next = strchr(tok, ',');
+		if (next)
+			*next++ = '\0';
 		while (*tok == ' ' || *tok == '\t')
 			tok++;
 		end = tok + strlen(tok);

@@ -1,0 +1,121 @@
+-- webhooks.enqueue_event(): rows of application tables become events, as a
+-- row trigger and as a statement trigger with a transition table.
+\set SHOW_CONTEXT never
+CREATE SCHEMA app;
+INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active) VALUES
+    ('opens', 'EmailOpens', 'https://hooks.example.com/opens', true),
+    ('clicks', 'EmailClicks', 'https://hooks.example.com/clicks', true),
+    ('unsubs', 'Unsubscriptions', 'https://hooks.example.com/unsubs', true),
+    ('confirmations', 'Confirmations', 'https://hooks.example.com/conf', true);
+
+-- row trigger; created_at becomes eventDate
+CREATE TABLE app.email_opens (
+    id bigserial PRIMARY KEY,
+    message_id bigint NOT NULL,
+    subscriber_id integer NOT NULL,
+    subscriber_email text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    user_agent text
+);
+CREATE TRIGGER email_opens_webhook AFTER INSERT ON app.email_opens
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+INSERT INTO app.email_opens (message_id, subscriber_id, subscriber_email, created_at, user_agent) VALUES
+    (149211, 5823952, 'test@test.com', '2024-05-10 13:28:23.209375+00', 'Mozilla'),
+    (149212, 5823953, 'o''brien@example.com', '2024-05-10 15:00:00+02', NULL);
+SELECT body FROM webhooks.deliveries ORDER BY id;
+
+-- statement trigger with a transition table: one INSERT, many events
+CREATE TABLE app.email_clicks (message_id int, subscriber_id bigint, subscriber_email varchar(200), event_date timestamp);
+CREATE TRIGGER email_clicks_webhook AFTER INSERT ON app.email_clicks
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks.enqueue_event('EmailClicks');
+SET TIME ZONE 'Europe/Warsaw';
+INSERT INTO app.email_clicks SELECT 148000 + g, g, 'user' || g || '@example.com', '2024-05-10 11:30:00'
+  FROM generate_series(1, 1000) g;
+RESET TIME ZONE;
+SELECT count(*), min(body), max(body) FROM webhooks.deliveries WHERE event_type = 'EmailClicks';
+SELECT count(DISTINCT body) AS distinct_bodies FROM webhooks.deliveries WHERE event_type = 'EmailClicks';
+
+-- camelCase columns, numeric ids, no date column (the transaction's time)
+CREATE TABLE app.unsubs ("listId" numeric, "subscriberId" smallint, "subscriberEmail" text);
+CREATE TRIGGER unsubs_webhook AFTER INSERT ON app.unsubs
+    REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION webhooks.enqueue_event('Unsubscriptions');
+BEGIN;
+INSERT INTO app.unsubs VALUES (7468, 42, 'u@example.com');
+SELECT body::json->>'eventDate' = to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS dated_now,
+       body::jsonb - 'eventDate'
+  FROM webhooks.deliveries WHERE event_type = 'Unsubscriptions';
+COMMIT;
+INSERT INTO app.unsubs VALUES (7468.5, 42, 'u@example.com');
+
+-- four fields in the specification's order; an UPDATE trigger sends the new row
+CREATE TABLE app.confirmations (list_id int, subscriber_email text, subscriber_id int, message_id int, event_date date);
+CREATE TRIGGER confirmations_webhook AFTER INSERT OR UPDATE ON app.confirmations
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('Confirmations');
+INSERT INTO app.confirmations VALUES (7480, 'test@test.com', 5823952, 149212, '2024-05-13');
+UPDATE app.confirmations SET subscriber_email = 'new@test.com';
+SELECT body FROM webhooks.deliveries WHERE event_type = 'Confirmations' ORDER BY id;
+
+-- no active webhook: the insert succeeds, nothing is queued
+UPDATE webhooks.webhooks SET is_active = false WHERE name = 'opens';
+SELECT count(*) AS before FROM webhooks.deliveries \gset
+INSERT INTO app.email_opens (message_id, subscriber_id, subscriber_email) VALUES (1, 2, 'a@example.com');
+SELECT count(*) - :before AS queued FROM webhooks.deliveries;
+UPDATE webhooks.webhooks SET is_active = true WHERE name = 'opens';
+
+-- transactional: rolled back with the application's rows
+SELECT count(*) AS before FROM webhooks.deliveries \gset
+BEGIN;
+INSERT INTO app.email_opens (message_id, subscriber_id, subscriber_email) VALUES (1, 2, 'a@example.com');
+SAVEPOINT s;
+INSERT INTO app.email_clicks VALUES (1, 2, 'a@example.com', now());
+ROLLBACK TO s;
+SELECT count(*) - :before AS queued_in_xact FROM webhooks.deliveries;
+ROLLBACK;
+SELECT count(*) - :before AS queued_after_rollback FROM webhooks.deliveries;
+
+-- mistakes: each a clear error, and the application's insert fails with it
+CREATE TABLE app.bounces (message_id bigint, subscriber_email text);
+CREATE TRIGGER bounces_webhook AFTER INSERT ON app.bounces
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+INSERT INTO app.bounces VALUES (1, 'a@example.com');
+DROP TRIGGER bounces_webhook ON app.bounces;
+
+CREATE TABLE app.typed (message_id text, subscriber_id int, subscriber_email text);
+CREATE TRIGGER typed_webhook AFTER INSERT ON app.typed
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+INSERT INTO app.typed VALUES ('1', 2, 'a@example.com');
+DROP TABLE app.typed;
+
+CREATE TABLE app.dated (message_id int, subscriber_id int, subscriber_email text, event_date text);
+CREATE TRIGGER dated_webhook AFTER INSERT ON app.dated
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+INSERT INTO app.dated VALUES (1, 2, 'a@example.com', 'today');
+DROP TABLE app.dated;
+
+INSERT INTO app.email_clicks VALUES (1, 2, 'a@example.com', NULL), (3, 4, NULL, NULL);
+
+CREATE TABLE app.misc (message_id int, subscriber_id int, subscriber_email text);
+CREATE TRIGGER no_table AFTER INSERT ON app.misc
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+INSERT INTO app.misc VALUES (1, 2, 'a@example.com');
+DROP TRIGGER no_table ON app.misc;
+CREATE TRIGGER no_args AFTER INSERT ON app.misc
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event();
+INSERT INTO app.misc VALUES (1, 2, 'a@example.com');
+DROP TRIGGER no_args ON app.misc;
+CREATE TRIGGER bad_type AFTER INSERT ON app.misc
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('EmailOpened');
+INSERT INTO app.misc VALUES (1, 2, 'a@example.com');
+DROP TRIGGER bad_type ON app.misc;
+CREATE TRIGGER on_delete AFTER DELETE ON app.misc
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+INSERT INTO app.misc VALUES (1, 2, 'a@example.com');
+DELETE FROM app.misc;
+DROP TRIGGER on_delete ON app.misc;
+SELECT webhooks.enqueue_event();
+SELECT count(*) - :before AS queued_by_mistakes FROM webhooks.deliveries;
+
+DROP SCHEMA app CASCADE;
+DELETE FROM webhooks.deliveries;
+DELETE FROM webhooks.webhooks;
