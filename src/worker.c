@@ -150,10 +150,14 @@ worker_shmem_exit(int code, Datum arg)
  * ---------------------------------------------------------------------
  */
 
+/* the activity string last reported while idle or delivering */
+static char idle_activity[128];
+
 static void
 begin_xact(const char *activity)
 {
 	pgstat_report_activity(STATE_RUNNING, activity);
+	idle_activity[0] = '\0';
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -886,7 +890,6 @@ ms_until(TimestampTz t, TimestampTz now)
 static void
 report_activity(void)
 {
-	static char last[128];
 	char		buf[128];
 	if (!extension_present)
 		snprintf(buf, sizeof(buf), "waiting for CREATE EXTENSION webhooks");
@@ -896,9 +899,9 @@ report_activity(void)
 		snprintf(buf, sizeof(buf), "delivering: %d requests in flight", in_flight);
 	else
 		snprintf(buf, sizeof(buf), "idle");
-	if (strcmp(buf, last) == 0)
+	if (strcmp(buf, idle_activity) == 0)
 		return;
-	strlcpy(last, buf, sizeof(last));
+	strlcpy(idle_activity, buf, sizeof(idle_activity));
 	pgstat_report_activity(STATE_IDLE, buf);
 }
 

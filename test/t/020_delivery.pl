@@ -373,7 +373,8 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 	poll("SELECT count(*) = 0 FROM webhooks.deliveries WHERE webhook_id = $wid AND state <> 'delivered'",
 		'everything committed is delivered');
 	my @got = sort { $a <=> $b }
-	  map { $_->{body} =~ /"messageId":(\d+),/ ? $1 : () } $rcv->requests;
+	  map { $_->{body} =~ /"messageId":(\d+),/ ? $1 : () }
+	  grep { real('/ok/basic')->($_) } $rcv->requests;
 	is_deeply(\@got, [ 103, 106, 199 ],
 		'only the committed events arrived, not the rolled-back ones (101, 102, 104, 105)');
 	is( sq(
@@ -399,7 +400,7 @@ sub make_webhook_existing
 	# emitted and held in one transaction, so the worker never sees them pending
 	my @ids = split /\n/, sq(
 		"BEGIN;
-		 SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', $_) . "')"
+		 SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', 301) . "')"
 		  . join('', map { " UNION ALL SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', $_) . "')" } 302 .. 303)
 		  . ";
 		 SELECT FROM webhooks.deactivate_webhook('basic');
