@@ -68,6 +68,9 @@ struct WhEngine
 
 static bool curl_initialised = false;
 
+static struct curl_slist *slist_append_checked(struct curl_slist *list, const char *line);
+static struct curl_slist *dns_overrides(void);
+
 void
 wh_curl_global_init(void)
 {
@@ -274,6 +277,9 @@ engine_cleanup(void *arg)
 		if (req->headers)
 			curl_slist_free_all(req->headers);
 		req->headers = NULL;
+		if (req->resolve)
+			curl_slist_free_all(req->resolve);
+		req->resolve = NULL;
 	}
 	engine->active = 0;
 	for (i = 0; i < engine->npool; i++)
@@ -375,6 +381,8 @@ easy_setup(WhEngine *engine, CURL *easy, WhRequest *req)
 		curl_easy_setopt(easy, CURLOPT_CAINFO, wh_ca_file);
 		curl_easy_setopt(easy, CURLOPT_CAPATH, WH_DEFAULT_CAPATH);
 	}
+	if (req->resolve)
+		curl_easy_setopt(easy, CURLOPT_RESOLVE, req->resolve);
 	curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -429,6 +437,7 @@ wh_engine_add(WhEngine *engine, WhRequest *req)
 					 errmsg("could not create a libcurl handle")));
 	}
 	req->easy = easy;
+	req->resolve = dns_overrides();
 	easy_setup(engine, easy, req);
 	req->started = GetCurrentTimestamp();
 	if (curl_multi_add_handle(engine->multi, easy) != CURLM_OK)
@@ -439,6 +448,35 @@ wh_engine_add(WhEngine *engine, WhRequest *req)
 	}
 	dlist_push_tail(&engine->requests, &req->node);
 	engine->active++;
+}
+
+/*
+ * webhooks.dns_overrides as a fresh list for one request (a reload cannot
+ * free it under a transfer that has not started yet).
+ */
+static struct curl_slist *
+dns_overrides(void)
+{
+	struct curl_slist *list = NULL;
+	char	   *copy;
+	char	   *tok;
+	char	   *next;
+
+	if (wh_dns_overrides == NULL || wh_dns_overrides[0] == '\0')
+		return NULL;
+	copy = pstrdup(wh_dns_overrides);
+	for (tok = copy; tok != NULL; tok = next)
+	{
+		next = strchr(tok, ',');
+		if (next)
+			*next++ = '\0';
+		while (*tok == ' ')
+			tok++;
+		if (*tok != '\0')
+			list = slist_append_checked(list, tok);
+	}
+	pfree(copy);
+	return list;
 }
 
 static void
@@ -514,6 +552,14 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 			wait_ms = until;
 	}
 
+	/*
+	 * While requests are in flight, never sleep past 100 ms without letting
+	 * curl look at them: libcurl 7.88 can leave a transfer whose connect was
+	 * refused by the open-socket callback without a timer or a socket.
+	 */
+	if (engine->active > 0 && (wait_ms < 0 || wait_ms > 100))
+		wait_ms = 100;
+
 	nev = WaitEventSetWait(engine->wes, wait_ms, engine->events, engine->maxevents,
 						   wait_event_info);
 	for (i = 0; i < nev; i++)
@@ -536,7 +582,8 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 			curl_multi_socket_action(engine->multi, ev->fd, mask, &engine->running);
 		}
 	}
-	if (engine->timer_set && GetCurrentTimestamp() >= engine->timer_deadline)
+	if ((engine->timer_set && GetCurrentTimestamp() >= engine->timer_deadline) ||
+		(nev == 0 && engine->active > 0))
 	{
 		engine->timer_set = false;
 		curl_multi_socket_action(engine->multi, CURL_SOCKET_TIMEOUT, 0, &engine->running);
@@ -578,6 +625,9 @@ wh_engine_next_done(WhEngine *engine)
 		if (req->headers)
 			curl_slist_free_all(req->headers);
 		req->headers = NULL;
+		if (req->resolve)
+			curl_slist_free_all(req->resolve);
+		req->resolve = NULL;
 		req->done = true;
 		dlist_delete(&req->node);
 		engine->active--;

@@ -36,6 +36,7 @@ void		_PG_init(void);
 char	   *wh_database_name = NULL;
 bool		wh_enabled = true;
 char	   *wh_ca_file = NULL;
+char	   *wh_dns_overrides = NULL;
 bool		wh_allow_private_targets = false;
 char	   *wh_retry_schedule = NULL;
 int			wh_connect_timeout_ms = 10000;
@@ -249,6 +250,16 @@ define_settings(void)
 							   "Extra CA bundle (PEM file) trusted for target servers.",
 							   "Added to the system's trust store; empty means the system store only.",
 							   &wh_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("webhooks.dns_overrides",
+							   "Host names pinned to addresses, as libcurl's host:port:address entries.",
+							   "A comma-separated list, e.g. 'hooks.example.com:443:203.0.113.7'. "
+							   "The address is still checked against the non-public ranges at connect time.",
+							   &wh_dns_overrides,
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,

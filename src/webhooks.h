@@ -37,6 +37,7 @@
 extern char *wh_database_name;
 extern bool wh_enabled;
 extern char *wh_ca_file;
+extern char *wh_dns_overrides;
 extern bool wh_allow_private_targets;
 extern char *wh_retry_schedule;
 extern int	wh_connect_timeout_ms;
@@ -118,6 +119,7 @@ typedef struct WhRequest
 	char	   *url;
 	char	   *body;
 	struct curl_slist *headers;
+	struct curl_slist *resolve; /* webhooks.dns_overrides, owned by the engine */
 	void	   *arg;			/* caller's */
 
 	/* output */

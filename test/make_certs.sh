@@ -4,7 +4,7 @@
 # Makes the TLS material the TAP tests need, with the openssl CLI only:
 #
 #   ca.crt ca.key                  test CA (the worker trusts it via webhooks.ca_file)
-#   server.crt server.key          signed by the CA, SAN IP:127.0.0.1, DNS:localhost
+#   server.crt server.key          signed by the CA, SAN IP:127.0.0.1, DNS:localhost, DNS:webhooks.test
 #   expired.crt expired.key        signed by the CA, same SANs, valid only in January 2020
 #   wronghost.crt wronghost.key    signed by the CA, SAN DNS:wrong.example only
 #   selfsigned.crt selfsigned.key  self-signed (not from the CA), SAN IP:127.0.0.1, DNS:localhost
@@ -81,7 +81,7 @@ keyUsage               = critical, digitalSignature
 extendedKeyUsage       = serverAuth
 subjectKeyIdentifier   = hash
 authorityKeyIdentifier = keyid, issuer
-subjectAltName         = IP:127.0.0.1, DNS:localhost
+subjectAltName         = IP:127.0.0.1, DNS:localhost, DNS:webhooks.test
 
 [v3_wronghost]
 basicConstraints       = critical, CA:FALSE

@@ -24,7 +24,8 @@
 #
 # Environment: RUNS (3), EVENTS (100000), CONCURRENCY ("64 256"),
 # LAT_EVENTS (200), WRK_SECONDS (10), RESULTS_JSON (a path to keep the raw
-# figures as JSON), KEEP=1 (keep the directory, for post-mortems).
+# figures as JSON), KEEP=1 (keep the directory, for post-mortems),
+# BENCH_CMD (run this instead of bench.py in the set-up, e.g. BENCH_CMD=bash).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -138,4 +139,11 @@ export BENCH_TMP=$tmp BENCH_SOCK=$tmp/sock BENCH_PSQL=$PGBIN/psql BENCH_PGCLIENT
 	BENCH_NGINX_URL="https://127.0.0.1:$nginx_port/" BENCH_NGINX_PID=$nginx_pid \
 	BENCH_RECEIVER_URL="https://127.0.0.1:$(cat "$tmp/receiver.port")" BENCH_RECEIVER_LOG=$tmp/receiver.jsonl \
 	BENCH_LUA=$here/post.lua
-"$PYTHON" "$here/bench.py"
+if [ -n "${BENCH_CMD:-}" ]; then
+	# development aid: run something else in the set-up (e.g. BENCH_CMD=bash)
+	export BENCH_ENV_FILE=$tmp/env
+	env | grep '^BENCH_' >"$tmp/env"
+	eval "$BENCH_CMD"
+else
+	"$PYTHON" "$here/bench.py"
+fi
