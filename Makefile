@@ -35,5 +35,8 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS tracks no header dependencies: every object depends on the shared headers
+$(OBJS): src/webhooks.h src/url.h
+
 # after the include: Makefile.global resets PROVE_FLAGS
 PROVE_FLAGS = -I $(srcdir)/test

@@ -312,6 +312,7 @@ CREATE FUNCTION webhooks.test_connection(
     headers jsonb DEFAULT '{}',
     secret text DEFAULT NULL,
     name text DEFAULT NULL,
+    previous_secret text DEFAULT NULL,
     OUT ok boolean,
     OUT occurrence_date timestamptz,
     OUT webhook_name text,
@@ -322,8 +323,8 @@ CREATE FUNCTION webhooks.test_connection(
     OUT duration_ms double precision)
     RETURNS record
     AS 'MODULE_PATHNAME', 'webhooks_test_connection' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION webhooks.test_connection(text, text, text, jsonb, text, text) IS
-    'Sends a signed dummy payload of event_type to target_url and reports the outcome like a log row, plus ok and the duration.';
+COMMENT ON FUNCTION webhooks.test_connection(text, text, text, jsonb, text, text, text) IS
+    'Sends a dummy payload of event_type to target_url, signed with secret (and previous_secret, as during a rotation), and reports the outcome like a log row, plus ok and the duration.';
 
 -- raise the wizard's error for a failed connection test
 CREATE FUNCTION webhooks._raise_test_failure(webhook_name text, r record) RETURNS void
@@ -458,7 +459,8 @@ BEGIN
     END IF;
     PERFORM webhooks._lock_event_type(w.event_type);
     PERFORM webhooks._require_no_active(w.event_type, w.id);
-    t := webhooks.test_connection(w.target_url, w.event_type, w.auth_token, w.headers, w.secret, w.name);
+    t := webhooks.test_connection(w.target_url, w.event_type, w.auth_token, w.headers, w.secret, w.name,
+                                  CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END);
     IF NOT t.ok THEN
         PERFORM webhooks._raise_test_failure(name, t);
     END IF;

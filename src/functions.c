@@ -142,7 +142,7 @@ required_text_arg(FunctionCallInfo fcinfo, int argno, const char *what)
 
 /*
  * webhooks.test_connection(target_url, event_type, auth_token, headers,
- *							secret, name)
+ *							secret, name, previous_secret)
  */
 PG_FUNCTION_INFO_V1(webhooks_test_connection);
 Datum
@@ -155,6 +155,7 @@ webhooks_test_connection(PG_FUNCTION_ARGS)
 	Jsonb	   *headers = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	char	   *secret;
 	char	   *name = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	char	   *previous_secret = (PG_NARGS() < 7 || PG_ARGISNULL(6)) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(6));
 	char	   *body;
 	char		msg_id[64];
 	uint8		rnd[8];
@@ -193,6 +194,17 @@ webhooks_test_connection(PG_FUNCTION_ARGS)
 					 errdetail("%s", why)));
 	}
 
+	if (previous_secret != NULL)
+	{
+		char	   *why = NULL;
+
+		if (!wh_secret_valid(previous_secret, &why))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid previous webhook secret"),
+					 errdetail("%s", why)));
+	}
+
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
@@ -209,7 +221,7 @@ webhooks_test_connection(PG_FUNCTION_ARGS)
 	req = MemoryContextAllocZero(cxt, sizeof(WhRequest));
 	req->url = url;
 	req->body = body;
-	req->headers = wh_build_headers(msg_id, body, secret, NULL, auth_token, headers);
+	req->headers = wh_build_headers(msg_id, body, secret, previous_secret, auth_token, headers);
 	wh_engine_add(engine, req);
 
 	pgstat_report_activity(STATE_RUNNING, "webhooks: connection test");

@@ -552,14 +552,6 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 			wait_ms = until;
 	}
 
-	/*
-	 * While requests are in flight, never sleep past 100 ms without letting
-	 * curl look at them: libcurl 7.88 can leave a transfer whose connect was
-	 * refused by the open-socket callback without a timer or a socket.
-	 */
-	if (engine->active > 0 && (wait_ms < 0 || wait_ms > 100))
-		wait_ms = 100;
-
 	nev = WaitEventSetWait(engine->wes, wait_ms, engine->events, engine->maxevents,
 						   wait_event_info);
 	for (i = 0; i < nev; i++)
@@ -582,8 +574,7 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 			curl_multi_socket_action(engine->multi, ev->fd, mask, &engine->running);
 		}
 	}
-	if ((engine->timer_set && GetCurrentTimestamp() >= engine->timer_deadline) ||
-		(nev == 0 && engine->active > 0))
+	if (engine->timer_set && GetCurrentTimestamp() >= engine->timer_deadline)
 	{
 		engine->timer_set = false;
 		curl_multi_socket_action(engine->multi, CURL_SOCKET_TIMEOUT, 0, &engine->running);
