@@ -24,7 +24,7 @@ use WebhooksTest;
 
 my $node = new_node('conn');
 my $secret = $node->safe_psql('postgres', 'SELECT webhooks.generate_secret()');
-like($secret, qr/^whsec_[A-Za-z0-9+\/]+=*$/, 'generate_secret() gives a whsec_ secret');
+ok($secret =~ /^whsec_[A-Za-z0-9+\/]+=*$/, 'generate_secret() gives a whsec_ secret');
 
 my $rcv = start_receiver(secret => $secret);
 
@@ -35,6 +35,14 @@ sub lit
 	return 'NULL' unless defined $s;
 	$s =~ s/'/''/g;
 	return "'$s'";
+}
+
+# never show a secret in a test name or diagnostic
+sub redact
+{
+	my ($s) = @_;
+	$s =~ s/whsec_[A-Za-z0-9+\/=]*/whsec_.../g;
+	return $s;
 }
 
 # Run test_connection with the given SQL argument list; returns a hash of
@@ -48,17 +56,22 @@ sub test_conn
 	  . 'SELECT row_to_json(x) FROM (SELECT ok, abs(extract(epoch FROM occurrence_date - now())) < 60 AS occurred_now, '
 	  . 'webhook_name, webhook_id, status, error_content, webhook_payload::text AS payload, duration_ms '
 	  . "FROM webhooks.test_connection($args)) x;";
+	my $timed_out = 0;
 	my $t0 = Time::HiRes::time();
-	my $rc = $node->psql('postgres', $sql, stdout => \$out, stderr => \$err);
+	my $rc = $node->psql('postgres', $sql, stdout => \$out, stderr => \$err,
+		timeout => 60, timed_out => \$timed_out);
 	my $elapsed = Time::HiRes::time() - $t0;
 	my %r;
+	# a connection test must end by itself (webhooks.timeout is 30 s)
+	fail('test_connection(' . redact($args) . ') did not return within 60 s')
+	  if $timed_out;
 	if ($rc == 0 && $out =~ /^(\{.*\})\s*$/s)
 	{
 		%r = %{ JSON::PP::decode_json($1) };
 	}
 	else
 	{
-		diag("test_connection($args) failed: rc $rc: $err");
+		diag('test_connection(' . redact($args) . ") failed: rc $rc: $err");
 	}
 	$r{rc}      = $rc;
 	$r{stderr}  = $err;
@@ -72,8 +85,10 @@ sub sql_error
 {
 	my ($n, $sql) = @_;
 	my ($out, $err) = ('', '');
+	my $timed_out = 0;
 	my $rc = $n->psql('postgres', "\\set VERBOSITY verbose\n$sql",
-		stdout => \$out, stderr => \$err);
+		stdout => \$out, stderr => \$err, timeout => 60, timed_out => \$timed_out);
+	fail('did not return within 60 s: ' . redact($sql)) if $timed_out;
 	my %e = (rc => $rc, stderr => $err, stdout => $out);
 	if ($err =~ /ERROR:\s+([0-9A-Z]{5}):\s+(.*)/)
 	{
