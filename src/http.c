@@ -254,6 +254,18 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
  * ---------------------------------------------------------------------
  */
 
+/* the malloc'd lists a request owns once it is added */
+static void
+free_request_lists(WhRequest *req)
+{
+	if (req->headers)
+		curl_slist_free_all(req->headers);
+	req->headers = NULL;
+	if (req->resolve)
+		curl_slist_free_all(req->resolve);
+	req->resolve = NULL;
+}
+
 static void
 engine_cleanup(void *arg)
 {
@@ -274,12 +286,7 @@ engine_cleanup(void *arg)
 			curl_easy_cleanup(req->easy);
 			req->easy = NULL;
 		}
-		if (req->headers)
-			curl_slist_free_all(req->headers);
-		req->headers = NULL;
-		if (req->resolve)
-			curl_slist_free_all(req->resolve);
-		req->resolve = NULL;
+		free_request_lists(req);
 	}
 	engine->active = 0;
 	for (i = 0; i < engine->npool; i++)
@@ -613,12 +620,7 @@ wh_engine_next_done(WhEngine *engine)
 		else
 			curl_easy_cleanup(easy);
 		req->easy = NULL;
-		if (req->headers)
-			curl_slist_free_all(req->headers);
-		req->headers = NULL;
-		if (req->resolve)
-			curl_slist_free_all(req->resolve);
-		req->resolve = NULL;
+		free_request_lists(req);
 		req->done = true;
 		dlist_delete(&req->node);
 		engine->active--;
