@@ -315,9 +315,9 @@ wh_build_body(const WhEventType *et, Jsonb *payload)
 	return buf.data;
 }
 
-/* The connection test's dummy payload: the spec's example, dated now. */
-char *
-wh_dummy_body(const WhEventType *et)
+/* The specification's example payload of an event type, dated "date". */
+static char *
+example_body(const WhEventType *et, const char *date)
 {
 	StringInfoData buf;
 	int			i;
@@ -325,9 +325,7 @@ wh_dummy_body(const WhEventType *et)
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"eventType\":");
 	escape_json(&buf, et->name);
-	appendStringInfoString(&buf, ",\"eventDate\":\"");
-	wh_format_event_date(&buf, GetCurrentTimestamp());
-	appendStringInfoChar(&buf, '"');
+	appendStringInfo(&buf, ",\"eventDate\":\"%s\"", date);
 	for (i = 0; i < et->nfields; i++)
 	{
 		if (et->fields[i].type == WH_FIELD_INTEGER)
@@ -337,6 +335,17 @@ wh_dummy_body(const WhEventType *et)
 	}
 	appendStringInfoChar(&buf, '}');
 	return buf.data;
+}
+
+/* The connection test's dummy payload: the spec's example, dated now. */
+char *
+wh_dummy_body(const WhEventType *et)
+{
+	StringInfoData date;
+
+	initStringInfo(&date);
+	wh_format_event_date(&date, GetCurrentTimestamp());
+	return example_body(et, date.data);
 }
 
 /* ---------------------------------------------------------------------
@@ -788,7 +797,6 @@ webhooks_builtin_event_types(PG_FUNCTION_ARGS)
 		Datum		values[5];
 		bool		nulls[5] = {false, false, false, false, false};
 		StringInfoData fields;
-		StringInfoData example;
 		int			j;
 
 		initStringInfo(&fields);
@@ -799,22 +807,11 @@ webhooks_builtin_event_types(PG_FUNCTION_ARGS)
 							 field_type_name(et->fields[j].type), et->fields[j].column);
 		appendStringInfoChar(&fields, ']');
 
-		initStringInfo(&example);
-		appendStringInfo(&example, "{\"eventType\":\"%s\",\"eventDate\":\"2024-05-10T13:28:23.209375Z\"", et->name);
-		for (j = 0; j < et->nfields; j++)
-		{
-			if (et->fields[j].type == WH_FIELD_INTEGER)
-				appendStringInfo(&example, ",\"%s\":" INT64_FORMAT, et->fields[j].name, et->example[j]);
-			else
-				appendStringInfo(&example, ",\"%s\":\"%s\"", et->fields[j].name, EXAMPLE_EMAIL);
-		}
-		appendStringInfoChar(&example, '}');
-
 		values[0] = CStringGetTextDatum(et->name);
 		values[1] = CStringGetTextDatum(et->label);
 		values[2] = CStringGetTextDatum(et->description);
 		values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(fields.data));
-		values[4] = CStringGetTextDatum(example.data);
+		values[4] = CStringGetTextDatum(example_body(et, "2024-05-10T13:28:23.209375Z"));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
