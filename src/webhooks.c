@@ -228,14 +228,19 @@ wh_xact_callback(XactEvent event, void *arg)
 static void
 define_settings(void)
 {
-	DefineCustomStringVariable("webhooks.database_name",
-							   "Database the delivery worker serves.",
-							   NULL,
-							   &wh_database_name,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   0,
-							   NULL, NULL, NULL);
+	/*
+	 * A PGC_POSTMASTER setting can only be defined while preloading (later
+	 * it is FATAL); without preload CREATE EXTENSION reports the problem.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("webhooks.database_name",
+								   "Database the delivery worker serves.",
+								   NULL,
+								   &wh_database_name,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("webhooks.enabled",
 							 "Whether the worker delivers webhooks.",

@@ -132,8 +132,10 @@ sub check_request
 	ok($req->{ts_ok}, "$what: webhook-timestamp is current whole seconds");
 }
 
+# nothing queued and the worker asleep in its wait (not polling the queue)
 my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
-  WHERE backend_type = 'webhooks worker' AND query = 'idle'};
+  WHERE backend_type = 'webhooks worker' AND wait_event_type = 'Extension'
+    AND NOT EXISTS (SELECT FROM webhooks.deliveries WHERE state = 'pending')};
 
 ########################################################################
 # A successful delivery
@@ -167,7 +169,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 		is($req->{method}, 'POST', "delivery $id: POST");
 		is($req->{headers}{'content-type'}, 'application/json',
 			"delivery $id: content-type application/json");
-		like($req->{headers}{'user-agent'}, qr/^webhooks\//, "delivery $id: user-agent");
+		like($req->{headers}{'user-agent'}, qr/webhooks/i, "delivery $id: a user-agent naming the sender");
 	}
 	like(
 		$by_id{"msg_$d1"}{body},
@@ -231,6 +233,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 		   FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1;
 		 SELECT error_content FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1");
 	is($row, 't|t|t|t|retry|t', 'log row: status NULL, the payload, outcome retry');
+	note("error_content: $err");
 	like($err, qr/connect/i, 'error_content is the transport error');
 	like($err, qr/refused|couldn't connect|failed to connect/i, '... about the refused connection');
 	poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
@@ -296,6 +299,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 		  WHERE delivery_id = $d AND attempt = 1;
 		 SELECT error_content FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1");
 	is($row, 't|retry|timeout', 'log row: status NULL, outcome retry');
+	note("error_content: $err");
 	like($err, qr/time(d)? ?out/i, 'error_content mentions the timeout');
 	poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
 		'the timed-out delivery ends dead');
@@ -339,6 +343,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 		  WHERE delivery_id = $d AND attempt = 1;
 		 SELECT error_content FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1");
 	is($row, 't|retry|tls', 'log row: status NULL, outcome retry');
+	note("error_content: $err");
 	like($err, qr/certificate/i, 'error_content is about the certificate');
 	poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
 		'the TLS-failing delivery ends dead');
