@@ -38,6 +38,7 @@ if [ $status -ne 0 ]; then
 	exit $status
 fi
 
+[ "$where" != "$top" ] && rm -rf "$where"
 make -s -C test/url check
 bash test/fuzz/run.sh "${FUZZ_SECONDS:-20}"
 echo "check: all suites passed"
