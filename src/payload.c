@@ -605,20 +605,44 @@ build_column_map(const WhEventType *et, Relation rel, ColumnMap *map)
 	}
 }
 
-static char *
-body_from_slot(const WhEventType *et, const ColumnMap *map, TupleTableSlot *slot,
-			   const char *relname)
+/*
+ * eventDate of a row, formatted; a statement inserting many rows usually
+ * gives them all the same time stamp, so the last one is remembered.
+ */
+static void
+append_event_date(StringInfo buf, TimestampTz ts)
 {
-	StringInfoData buf;
+	static TimestampTz last_ts = DT_NOBEGIN;
+	static char last_str[48];
+
+	if (ts != last_ts)
+	{
+		StringInfoData tmp;
+
+		initStringInfo(&tmp);
+		wh_format_event_date(&tmp, ts);
+		strlcpy(last_str, tmp.data, sizeof(last_str));
+		pfree(tmp.data);
+		last_ts = ts;
+	}
+	appendStringInfoString(buf, last_str);
+}
+
+/* Render one row's body into buf (reset first). */
+static void
+body_from_slot(StringInfo buf, const WhEventType *et, const ColumnMap *map,
+			   TupleTableSlot *slot, const char *relname)
+{
 	TimestampTz event_date = GetCurrentTransactionStartTimestamp();
 	bool		isnull;
 	Datum		d;
 	int			i;
+	char		num[MAXINT8LEN + 1];
 
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "{\"eventType\":\"");
-	appendStringInfoString(&buf, et->name);
-	appendStringInfoString(&buf, "\",\"eventDate\":\"");
+	resetStringInfo(buf);
+	appendStringInfoString(buf, "{\"eventType\":\"");
+	appendStringInfoString(buf, et->name);
+	appendStringInfoString(buf, "\",\"eventDate\":\"");
 	if (map->date_attnum >= 0)
 	{
 		d = slot_getattr(slot, map->date_attnum + 1, &isnull);
@@ -632,8 +656,8 @@ body_from_slot(const WhEventType *et, const ColumnMap *map, TupleTableSlot *slot
 				event_date = DatumGetTimestampTz(DirectFunctionCall1(date_timestamptz, d));
 		}
 	}
-	wh_format_event_date(&buf, event_date);
-	appendStringInfoChar(&buf, '"');
+	append_event_date(buf, event_date);
+	appendStringInfoChar(buf, '"');
 
 	for (i = 0; i < et->nfields; i++)
 	{
@@ -646,17 +670,19 @@ body_from_slot(const WhEventType *et, const ColumnMap *map, TupleTableSlot *slot
 					 errmsg("column \"%s\" of table \"%s\" is null",
 							map->colname[i], relname),
 					 errdetail("It maps to the required %s field \"%s\".", et->name, f->name)));
-		appendStringInfo(&buf, ",\"%s\":", f->name);
+		appendStringInfoString(buf, ",\"");
+		appendStringInfoString(buf, f->name);
+		appendStringInfoString(buf, "\":");
 		switch (map->typid[i])
 		{
 			case INT2OID:
-				appendStringInfo(&buf, "%d", (int) DatumGetInt16(d));
+				appendBinaryStringInfo(buf, num, pg_ltoa(DatumGetInt16(d), num));
 				break;
 			case INT4OID:
-				appendStringInfo(&buf, "%d", DatumGetInt32(d));
+				appendBinaryStringInfo(buf, num, pg_ltoa(DatumGetInt32(d), num));
 				break;
 			case INT8OID:
-				appendStringInfo(&buf, INT64_FORMAT, DatumGetInt64(d));
+				appendBinaryStringInfo(buf, num, pg_lltoa(DatumGetInt64(d), num));
 				break;
 			case NUMERICOID:
 				{
@@ -669,17 +695,20 @@ body_from_slot(const WhEventType *et, const ColumnMap *map, TupleTableSlot *slot
 										map->colname[i], relname),
 								 errdetail("It maps to the %s field \"%s\", a JSON integer.",
 										   et->name, f->name)));
-					appendStringInfoString(&buf, s);
+					appendStringInfoString(buf, s);
 					break;
 				}
+			case TEXTOID:
+			case VARCHAROID:
+				escape_json(buf, TextDatumGetCString(d));
+				break;
 			default:
-				escape_json(&buf, OutputFunctionCall((FmgrInfo *) &map->outfunc[i], d));
+				escape_json(buf, OutputFunctionCall((FmgrInfo *) &map->outfunc[i], d));
 				break;
 		}
 	}
-	appendStringInfoChar(&buf, '}');
-	check_body_size(et, &buf);
-	return buf.data;
+	appendStringInfoChar(buf, '}');
+	check_body_size(et, buf);
 }
 
 PG_FUNCTION_INFO_V1(webhooks_enqueue_event);
@@ -728,12 +757,13 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 		if (webhook_id != 0)
 		{
 			TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
-			char	   *body;
+			StringInfoData body;
 
+			initStringInfo(&body);
 			ExecStoreHeapTuple(rettuple, slot, false);
-			body = body_from_slot(et, &map, slot, RelationGetRelationName(rel));
+			body_from_slot(&body, et, &map, slot, RelationGetRelationName(rel));
 			ExecDropSingleTupleTableSlot(slot);
-			insert_one(webhook_id, et->name, body);
+			insert_one(webhook_id, et->name, body.data);
 		}
 		SPI_finish();
 	}
@@ -759,19 +789,23 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 			int			n = 0;
 			Datum	   *bodies = palloc(cap * sizeof(Datum));
 
+			StringInfoData body;
+			const char *relname = RelationGetRelationName(rel);
+
+			initStringInfo(&body);
 			tuplestore_rescan(rows);
 			while (tuplestore_gettupleslot(rows, true, false, slot))
 			{
 				MemoryContext old = MemoryContextSwitchTo(rowcxt);
-				char	   *body = body_from_slot(et, &map, slot, RelationGetRelationName(rel));
 
+				body_from_slot(&body, et, &map, slot, relname);
 				MemoryContextSwitchTo(old);
 				if (n == cap)
 				{
 					cap *= 2;
 					bodies = repalloc_huge(bodies, cap * sizeof(Datum));
 				}
-				bodies[n++] = CStringGetTextDatum(body);
+				bodies[n++] = PointerGetDatum(cstring_to_text_with_len(body.data, body.len));
 				MemoryContextReset(rowcxt);
 			}
 			ExecDropSingleTupleTableSlot(slot);
