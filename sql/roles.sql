@@ -53,7 +53,7 @@ SELECT webhooks.create_webhook('mine', 'EmailSends', 'https://hooks.example.com/
 SELECT webhooks.rotate_secret('opens');
 SELECT * FROM webhooks.test_connection('https://hooks.example.com/x', 'EmailOpens');
 RESET ROLE;
-SELECT count(*) AS queued_by_writer FROM webhooks.deliveries;
+SELECT (SELECT count(*) FROM webhooks.deliveries) + (SELECT coalesce(sum(events), 0) FROM webhooks.event_batches) AS queued_by_writer;
 
 -- admin: manages webhooks, sees secrets and tokens, reads the queue and logs
 SET ROLE regress_wh_admin;
@@ -67,6 +67,7 @@ SELECT count(*) FROM webhooks.webhook_logs;
 INSERT INTO webhooks.webhooks (name, event_type, target_url) VALUES ('sends', 'EmailSends', 'https://hooks.example.com/sends');
 SELECT webhooks.delete_webhook('sends');
 DELETE FROM webhooks.deliveries;
+DELETE FROM webhooks.event_batches;
 SELECT webhooks.delete_webhook('opens');
 SELECT count(*) AS webhooks_left FROM webhooks.webhooks;
 RESET ROLE;

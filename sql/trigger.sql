@@ -33,7 +33,14 @@ SET TIME ZONE 'Europe/Warsaw';
 INSERT INTO app.email_clicks SELECT 148000 + g, g, 'user' || g || '@example.com', '2024-05-10 11:30:00'
   FROM generate_series(1, 1000) g;
 RESET TIME ZONE;
+-- stored as compact batches of at most 10,000 events, split by the worker
+-- (which is off in this instance, so we split them here)
+SELECT count(*) AS batches, sum(events) AS events FROM webhooks.event_batches;
+SELECT webhook_name, pending FROM webhooks.webhook_stats WHERE webhook_name = 'clicks';
+SELECT webhooks._expand_batches(10) AS split;
+SELECT count(*) AS batches_left FROM webhooks.event_batches;
 SELECT count(*), min(body), max(body) FROM webhooks.deliveries WHERE event_type = 'EmailClicks';
+SELECT bool_and(state = 'pending') AS all_pending FROM webhooks.deliveries WHERE event_type = 'EmailClicks';
 SELECT count(DISTINCT body) AS distinct_bodies FROM webhooks.deliveries WHERE event_type = 'EmailClicks';
 
 -- camelCase columns, numeric ids, no date column (the transaction's time)
@@ -56,6 +63,14 @@ INSERT INTO app.confirmations VALUES (7480, 'test@test.com', 5823952, 149212, '2
 UPDATE app.confirmations SET subscriber_email = 'new@test.com';
 SELECT body FROM webhooks.deliveries WHERE event_type = 'Confirmations' ORDER BY id;
 
+-- a batch whose webhook was deactivated before the split is held
+INSERT INTO app.email_clicks SELECT 1, g, 'late' || g || '@example.com', NULL FROM generate_series(1, 3) g;
+UPDATE webhooks.webhooks SET is_active = false WHERE name = 'clicks';
+SELECT webhooks._expand_batches() AS split;
+SELECT state, count(*) FROM webhooks.deliveries WHERE body LIKE '%late%' GROUP BY 1;
+UPDATE webhooks.webhooks SET is_active = true WHERE name = 'clicks';
+SELECT state, count(*) FROM webhooks.deliveries WHERE body LIKE '%late%' GROUP BY 1;
+
 -- no active webhook: the insert succeeds, nothing is queued
 UPDATE webhooks.webhooks SET is_active = false WHERE name = 'opens';
 SELECT count(*) AS before FROM webhooks.deliveries \gset
@@ -70,9 +85,12 @@ INSERT INTO app.email_opens (message_id, subscriber_id, subscriber_email) VALUES
 SAVEPOINT s;
 INSERT INTO app.email_clicks VALUES (1, 2, 'a@example.com', now());
 ROLLBACK TO s;
-SELECT count(*) - :before AS queued_in_xact FROM webhooks.deliveries;
+INSERT INTO app.email_clicks VALUES (5, 6, 'b@example.com', now()), (7, 8, 'c@example.com', now());
+SELECT count(*) - :before AS queued_in_xact, (SELECT sum(events) FROM webhooks.event_batches) AS batched_in_xact
+  FROM webhooks.deliveries;
 ROLLBACK;
-SELECT count(*) - :before AS queued_after_rollback FROM webhooks.deliveries;
+SELECT count(*) - :before AS queued_after_rollback, (SELECT count(*) FROM webhooks.event_batches) AS batches_after_rollback
+  FROM webhooks.deliveries;
 
 -- mistakes: each a clear error, and the application's insert fails with it
 CREATE TABLE app.bounces (message_id bigint, subscriber_email text);
@@ -117,5 +135,6 @@ SELECT webhooks.enqueue_event();
 SELECT count(*) - :before AS queued_by_mistakes FROM webhooks.deliveries;
 
 DROP SCHEMA app CASCADE;
+DELETE FROM webhooks.event_batches;
 DELETE FROM webhooks.deliveries;
 DELETE FROM webhooks.webhooks;

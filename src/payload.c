@@ -74,6 +74,10 @@ static const WhEventType event_types[] = {
 };
 
 #define N_EVENT_TYPES lengthof(event_types)
+
+/* a statement's events are stored in batch rows of at most this size */
+#define WH_BATCH_MAX_EVENTS 10000
+#define WH_BATCH_MAX_BYTES (16 * 1024 * 1024)
 #define EXAMPLE_EMAIL "test@test.com"
 
 const WhEventType *
@@ -355,7 +359,7 @@ wh_dummy_body(const WhEventType *et)
 
 static SPIPlanPtr plan_active = NULL;
 static SPIPlanPtr plan_insert_one = NULL;
-static SPIPlanPtr plan_insert_many = NULL;
+static SPIPlanPtr plan_insert_batch = NULL;
 
 static SPIPlanPtr
 prepare_saved(const char *sql, int nargs, Oid *argtypes)
@@ -435,26 +439,32 @@ insert_one(int64 webhook_id, const char *event_type, const char *body)
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+/*
+ * Store the bodies of a multi-row statement as one compact batch row
+ * (newline-separated, lz4-compressed by TOAST): writing one small row instead
+ * of one queue row per event is what keeps bulk enqueueing cheap.  The
+ * worker splits batches into deliveries (webhooks._expand_batches()).
+ */
 static void
-insert_many(int64 webhook_id, const char *event_type, Datum *bodies, int n)
+insert_batch(int64 webhook_id, const char *event_type, StringInfo bodies, int n)
 {
-	Oid			argtypes[3] = {INT8OID, TEXTOID, TEXTARRAYOID};
-	Datum		args[3];
+	Oid			argtypes[4] = {INT8OID, TEXTOID, INT4OID, TEXTOID};
+	Datum		args[4];
 	int			rc;
 
-	if (n == 0)
-		return;
-	if (plan_insert_many == NULL)
-		plan_insert_many = prepare_saved("INSERT INTO webhooks.deliveries (webhook_id, event_type, body) "
-										 "SELECT $1, $2, b FROM pg_catalog.unnest($3) AS b",
-										 3, argtypes);
+	if (plan_insert_batch == NULL)
+		plan_insert_batch = prepare_saved("INSERT INTO webhooks.event_batches (webhook_id, event_type, events, bodies) "
+										  "VALUES ($1, $2, $3, $4)",
+										  4, argtypes);
 	args[0] = Int64GetDatum(webhook_id);
 	args[1] = CStringGetTextDatum(event_type);
-	args[2] = PointerGetDatum(construct_array(bodies, n, TEXTOID, -1, false, TYPALIGN_INT));
-	rc = SPI_execute_plan(plan_insert_many, args, NULL, false, 0);
-	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) n)
-		elog(ERROR, "could not enqueue deliveries: %s", SPI_result_code_string(rc));
-	wh_wake_worker_at_commit();
+	args[2] = Int32GetDatum(n);
+	args[3] = PointerGetDatum(cstring_to_text_with_len(bodies->data, bodies->len));
+	rc = SPI_execute_plan(plan_insert_batch, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not enqueue a batch of deliveries: %s", SPI_result_code_string(rc));
+	pfree(DatumGetPointer(args[3]));
+	wh_batches_at_commit();
 }
 
 PG_FUNCTION_INFO_V1(webhooks_emit);
@@ -785,14 +795,14 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 			MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext,
 														 "webhooks trigger row",
 														 ALLOCSET_DEFAULT_SIZES);
-			int			cap = 1024;
-			int			n = 0;
-			Datum	   *bodies = palloc(cap * sizeof(Datum));
-
 			StringInfoData body;
+			StringInfoData batch;
+			int			n = 0;
+			bool		flushed = false;
 			const char *relname = RelationGetRelationName(rel);
 
 			initStringInfo(&body);
+			initStringInfo(&batch);
 			tuplestore_rescan(rows);
 			while (tuplestore_gettupleslot(rows, true, false, slot))
 			{
@@ -800,16 +810,25 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 
 				body_from_slot(&body, et, &map, slot, relname);
 				MemoryContextSwitchTo(old);
-				if (n == cap)
-				{
-					cap *= 2;
-					bodies = repalloc_huge(bodies, cap * sizeof(Datum));
-				}
-				bodies[n++] = PointerGetDatum(cstring_to_text_with_len(body.data, body.len));
 				MemoryContextReset(rowcxt);
+				/* bodies never contain a raw newline: escape_json escapes it */
+				if (n > 0)
+					appendStringInfoChar(&batch, '\n');
+				appendBinaryStringInfo(&batch, body.data, body.len);
+				if (++n == WH_BATCH_MAX_EVENTS || batch.len >= WH_BATCH_MAX_BYTES)
+				{
+					insert_batch(webhook_id, et->name, &batch, n);
+					resetStringInfo(&batch);
+					n = 0;
+					flushed = true;
+				}
 			}
 			ExecDropSingleTupleTableSlot(slot);
-			insert_many(webhook_id, et->name, bodies, n);
+			/* a single event goes straight to the queue: no batch to split */
+			if (n == 1 && !flushed)
+				insert_one(webhook_id, et->name, batch.data);
+			else if (n > 0)
+				insert_batch(webhook_id, et->name, &batch, n);
 		}
 		SPI_finish();
 	}

@@ -60,8 +60,9 @@ WhSharedState *wh_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* set when this transaction enqueued something */
+/* set when this transaction enqueued something, or stored event batches */
 static bool wake_at_commit = false;
+static bool batches_at_commit = false;
 
 #define WH_MAX_RETRIES 50
 
@@ -174,6 +175,7 @@ wh_shmem_startup(void)
 		wh_shared->worker_pid = 0;
 		wh_shared->worker_procno = -1;
 		pg_atomic_init_u64(&wh_shared->wakeups, 0);
+		pg_atomic_init_u32(&wh_shared->batches_pending, 1);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -204,6 +206,14 @@ wh_wake_worker_at_commit(void)
 	wake_at_commit = true;
 }
 
+/* Tell the worker, at commit, that there are event batches to split. */
+void
+wh_batches_at_commit(void)
+{
+	batches_at_commit = true;
+	wake_at_commit = true;
+}
+
 static void
 wh_xact_callback(XactEvent event, void *arg)
 {
@@ -211,14 +221,18 @@ wh_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			if (batches_at_commit && wh_shared != NULL)
+				pg_atomic_write_u32(&wh_shared->batches_pending, 1);
 			if (wake_at_commit)
 				wh_wake_worker_now();
 			wake_at_commit = false;
+			batches_at_commit = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			wake_at_commit = false;
+			batches_at_commit = false;
 			break;
 		default:
 			break;

@@ -8,6 +8,8 @@
  * One worker serves webhooks.database_name.  Its loop never holds a
  * transaction open while the network is used:
  *
+ *	0. split (short transaction): a multi-row statement stores its events
+ *	   as compact batch rows (payload.c); they become deliveries here.
  *	1. claim (short transaction): lock due pending deliveries with
  *	   FOR UPDATE SKIP LOCKED, pick as many as there are free request slots
  *	   (webhooks.max_concurrency overall, max_concurrency_per_webhook per
@@ -110,6 +112,7 @@ static bool maybe_work = true;
 static TimestampTz next_due = 0;
 static TimestampTz next_maintenance = 0;
 static bool leases_released = false;
+static bool batches_pending = true;	/* event batches may wait to be split */
 
 static SPIPlanPtr plan_candidates;
 static SPIPlanPtr plan_claim;
@@ -933,6 +936,29 @@ run_step(void (*step) (void))
 }
 
 /*
+ * Split the oldest event batch into deliveries (one batch, at most 10,000
+ * events, per short transaction, so requests in flight keep moving).
+ */
+static void
+step_expand(void)
+{
+	int64		n = 0;
+	bool		isnull;
+
+	begin_xact("splitting event batches");
+	if (check_extension())
+	{
+		if (SPI_execute("SELECT webhooks._expand_batches(1)", false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not split event batches");
+		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	commit_xact();
+	batches_pending = (n > 0);
+	if (n > 0)
+		maybe_work = true;
+}
+
+/*
  * Claim when there may be due work and enough free slots: refilling in
  * batches keeps claims (transactions) few under load, while an idle worker
  * claims a single event at once.
@@ -1014,6 +1040,11 @@ webhooks_worker_main(Datum main_arg)
 			 now >= TimestampTzPlusMilliseconds(first_finished_at, FLUSH_DELAY_MS)))
 			run_step(flush_results);
 
+		if (pg_atomic_exchange_u32(&wh_shared->batches_pending, 0) != 0)
+			batches_pending = true;
+		if (extension_present && wh_enabled && batches_pending)
+			run_step(step_expand);
+
 		if (want_claim())
 			run_step(step_claim);
 
@@ -1037,7 +1068,7 @@ webhooks_worker_main(Datum main_arg)
 			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(first_finished_at, FLUSH_DELAY_MS), now));
 		if (extension_present && wh_enabled && !maybe_work && next_due != 0)
 			timeout = Min(timeout, ms_until(next_due, now));
-		if (want_claim())
+		if (want_claim() || (extension_present && wh_enabled && batches_pending))
 			timeout = 0;
 
 		latch = wh_engine_wait(engine, timeout, PG_WAIT_EXTENSION);
