@@ -400,7 +400,9 @@ easy_setup(WhEngine *engine, CURL *easy, WhRequest *req)
 }
 
 /*
- * Start a request.  req->url, req->body and req->headers must stay valid
+ * Start a request.  req must be palloc'd (or the first member of a palloc'd
+ * struct): its response buffer is allocated in the same memory context.
+ * req->url, req->body and req->headers must stay valid
  * until the request is returned by wh_engine_next_done(); the engine frees
  * req->headers then.
  */
@@ -408,7 +410,6 @@ void
 wh_engine_add(WhEngine *engine, WhRequest *req)
 {
 	CURL	   *easy;
-	MemoryContext old = MemoryContextSwitchTo(engine->cxt);
 
 	req->done = false;
 	req->result = CURLE_OK;
@@ -420,15 +421,18 @@ wh_engine_add(WhEngine *engine, WhRequest *req)
 	req->headers_too_large = false;
 	req->header_bytes = 0;
 	req->duration_ms = 0;
-	/* allocated now: write_cb must not palloc */
+	/*
+	 * Allocated now, because write_cb must not palloc, and in the request's
+	 * own memory context (it lives and dies with the request).
+	 */
 	if (req->response.data == NULL)
 	{
 		req->response.maxlen = wh_response_body_limit + 1;
-		req->response.data = palloc(req->response.maxlen);
+		req->response.data = MemoryContextAlloc(GetMemoryChunkContext(req),
+												req->response.maxlen);
 	}
 	req->response.len = 0;
 	req->response.data[0] = '\0';
-	MemoryContextSwitchTo(old);
 
 	if (engine->npool > 0)
 	{

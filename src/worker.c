@@ -430,8 +430,9 @@ claim(int room)
 				norphans = 0;
 	int			i;
 	int			lease_s;
-	List	   *claimed = NIL;
-	ListCell   *lc;
+	/* not in SPI's memory: it must outlive SPI_finish() */
+	Delivery  **claimed = palloc(sizeof(Delivery *) * (room + 1));
+	int			nclaimed = 0;
 	HTAB	   *room_left;
 	HASHCTL		ctl;
 
@@ -554,7 +555,7 @@ claim(int room)
 				d->req.headers = wh_build_headers(d->msg_id, d->req.body, secret, previous_secret,
 												  auth_token, headers);
 			MemoryContextSwitchTo(old);
-			claimed = lappend(claimed, d);
+			claimed[nclaimed++] = d;
 		}
 	}
 
@@ -572,8 +573,8 @@ claim(int room)
 	commit_xact();
 
 	/* only now, with the leases committed, does anything touch the network */
-	foreach(lc, claimed)
-		start_delivery((Delivery *) lfirst(lc));
+	for (i = 0; i < nclaimed; i++)
+		start_delivery(claimed[i]);
 	return ncand;
 }
 
