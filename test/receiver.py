@@ -48,6 +48,7 @@ Answers, chosen by the first path segment (query string ignored):
     /redirect                302 with "Location: https://127.0.0.1:<port>/ok"
     /trickle/<secs>          200 with Content-Length secs, one byte per second
     /big/<bytes>             200 with a body of that many bytes, streamed in 64 KiB chunks
+    /bigheaders/<n>          200 with n response headers of 1000 bytes each
     /stall/<secs>            send nothing for secs, then 200 "ok"
 A malformed number in a path answers 400 "bad request".
 
@@ -295,6 +296,12 @@ class Handler(BaseHTTPRequestHandler):
             return 200, [], "big", n
         if head == "stall":
             return 200, [], "sleep", (num(1, float), b"ok")
+        if head == "bigheaders":
+            kib = num(1)
+            if kib < 0:
+                raise BadRequest("negative")
+            filler = "x" * 1000
+            return 200, [("X-Filler-%d" % i, filler) for i in range(kib)], "body", b"ok"
         return ok
 
     def handle_request(self):
