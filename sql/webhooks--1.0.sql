@@ -220,7 +220,7 @@ CREATE TABLE webhooks.deliveries (
     last_status     integer,
     last_error      text
 );
-CREATE INDEX deliveries_due ON webhooks.deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX deliveries_due ON webhooks.deliveries (webhook_id, next_attempt_at) WHERE state = 'pending';
 CREATE INDEX deliveries_finished ON webhooks.deliveries (finished_at) WHERE finished_at IS NOT NULL;
 
 COMMENT ON TABLE webhooks.deliveries IS

@@ -73,6 +73,8 @@
 #include "utils/timestamp.h"
 
 #define FLUSH_MAX_RESULTS 512
+/* finished but unrecorded results held at most (claims pause above half) */
+#define MAX_FINISHED (2 * 1024 + 10000)
 #define FLUSH_DELAY_MS 5
 #define MAINTENANCE_INTERVAL_MS (60 * 1000)
 #define IDLE_CHECK_MS (5 * 1000)
@@ -203,15 +205,22 @@ prepare_plans(void)
 	if (plan_candidates != NULL)
 		return;
 
+	/*
+	 * Due rows per webhook (at most one active per event type, so few):
+	 * each webhook's rows come from its own range of deliveries_due, so a
+	 * saturated webhook's backlog is never scanned to find another's rows.
+	 */
 	plan_candidates = keep_plan(
-								"SELECT d.id, d.webhook_id, w.is_active "
-								"  FROM webhooks.deliveries d "
-								"  LEFT JOIN webhooks.webhooks w ON w.id = d.webhook_id "
-								" WHERE d.state = 'pending' AND d.next_attempt_at <= pg_catalog.now() "
-								"   AND d.webhook_id <> ALL ($2) "
-								" ORDER BY d.next_attempt_at "
-								" LIMIT $1 "
-								"   FOR UPDATE OF d SKIP LOCKED",
+								"SELECT c.id, w.id, w.is_active "
+								"  FROM webhooks.webhooks w "
+								" CROSS JOIN LATERAL ("
+								"       SELECT d.id FROM webhooks.deliveries d "
+								"        WHERE d.webhook_id = w.id AND d.state = 'pending' "
+								"          AND d.next_attempt_at <= pg_catalog.now() "
+								"        ORDER BY d.next_attempt_at "
+								"        LIMIT $1 "
+								"          FOR UPDATE SKIP LOCKED) c "
+								" WHERE w.id <> ALL ($2)",
 								2, t_cand);
 	plan_claim = keep_plan(
 						   "UPDATE webhooks.deliveries d "
@@ -238,9 +247,15 @@ prepare_plans(void)
 						  "SELECT o.webhook_id, 'webhook no longer exists', "
 						  "       webhooks._json_or_null(o.body), o.id, o.attempts, 'dead' FROM o",
 						  2, t_hold);
+	/* webhooks with every slot taken are skipped: their completions wake us */
 	plan_next_due = keep_plan(
-							  "SELECT min(next_attempt_at) FROM webhooks.deliveries WHERE state = 'pending'",
-							  0, NULL);
+							  "SELECT min(x.t) FROM webhooks.webhooks w "
+							  " CROSS JOIN LATERAL ("
+							  "       SELECT d.next_attempt_at AS t FROM webhooks.deliveries d "
+							  "        WHERE d.webhook_id = w.id AND d.state = 'pending' "
+							  "        ORDER BY d.next_attempt_at LIMIT 1) x "
+							  " WHERE w.id <> ALL ($1)",
+							  1, t_cand + 1);
 	plan_record = keep_plan(
 							"UPDATE webhooks.deliveries d SET "
 							"       state = CASE WHEN r.state = 'pending' AND NOT EXISTS ("
@@ -392,30 +407,35 @@ spi_text(HeapTuple tup, TupleDesc desc, int col)
 	return isnull ? NULL : TextDatumGetCString(d);
 }
 
+/* a request is over (or never started): remember its result for the flush */
+static void
+add_finished(Delivery *d)
+{
+	finished[nfinished++] = d;
+	if (nfinished == 1)
+		first_finished_at = GetCurrentTimestamp();
+}
+
 static void
 start_delivery(Delivery *d)
 {
-	WebhookSlot *s = slot_for(d->req.webhook_id);
-
-	s->in_flight++;
-	in_flight++;
 	if (d->precheck_error != NULL)
 	{
 		/* counts as an attempt that failed before any connection */
 		d->req.done = true;
 		d->req.status = 0;
 		d->req.result = CURLE_OK;
-		finished[nfinished++] = d;
-		if (nfinished == 1)
-			first_finished_at = GetCurrentTimestamp();
+		add_finished(d);
 		return;
 	}
+	slot_for(d->req.webhook_id)->in_flight++;
+	in_flight++;
 	wh_engine_add(engine, &d->req);
 }
 
 /*
- * Claim up to "room" due deliveries and start them.  Returns the number of
- * candidates seen (equal to the limit when more may be waiting).
+ * Claim up to "room" due deliveries and start them.  Returns how many were
+ * claimed (equal to room when more may be waiting).
  */
 static int
 claim(int room)
@@ -435,6 +455,7 @@ claim(int room)
 	int			nclaimed = 0;
 	HTAB	   *room_left;
 	HASHCTL		ctl;
+	Datum		saturated;
 
 	begin_xact("claiming deliveries");
 	if (!check_extension())
@@ -454,8 +475,9 @@ claim(int room)
 	}
 	prepare_plans();
 
+	saturated = saturated_webhooks();
 	args[0] = Int32GetDatum(room);
-	args[1] = saturated_webhooks();
+	args[1] = saturated;
 	if (SPI_execute_plan(plan_candidates, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not select due deliveries");
 	ncand = (int) SPI_processed;
@@ -493,7 +515,7 @@ claim(int room)
 
 				r->in_flight = wh_max_concurrency_per_webhook - (s ? s->in_flight : 0);
 			}
-			if (r->in_flight > 0)
+			if (r->in_flight > 0 && npick < room)
 			{
 				r->in_flight--;
 				pick[npick++] = id;
@@ -560,12 +582,12 @@ claim(int room)
 	}
 
 	/* when the queue ran dry, sleep until its next due row */
-	if (ncand < room)
+	if (npick < room)
 	{
 		bool		isnull;
 		Datum		due;
 
-		if (SPI_execute_plan(plan_next_due, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		if (SPI_execute_plan(plan_next_due, &saturated, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the next due time");
 		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		next_due = isnull ? 0 : DatumGetTimestampTz(due);
@@ -575,7 +597,7 @@ claim(int room)
 	/* only now, with the leases committed, does anything touch the network */
 	for (i = 0; i < nclaimed; i++)
 		start_delivery(claimed[i]);
-	return ncand;
+	return npick;
 }
 
 /* ---------------------------------------------------------------------
@@ -804,10 +826,11 @@ flush_results(void)
 done:
 	for (i = 0; i < n; i++)
 	{
-		WebhookSlot *s = slot_for(finished[i]->req.webhook_id);
-
-		s->in_flight--;
-		in_flight--;
+		if (finished[i]->precheck_error == NULL)
+		{
+			slot_for(finished[i]->req.webhook_id)->in_flight--;
+			in_flight--;
+		}
 		free_delivery(finished[i]);
 	}
 	nfinished = 0;
@@ -854,6 +877,16 @@ maintenance(void)
 		{
 			SPI_execute("UPDATE webhooks.webhooks SET previous_secret = NULL, previous_secret_expires_at = NULL "
 						" WHERE previous_secret_expires_at < pg_catalog.now()", false, 0);
+			/* deliveries whose webhook vanished (a race with its deletion) die, logged */
+			SPI_execute("WITH o AS (UPDATE webhooks.deliveries d SET state = 'dead', "
+						"       finished_at = pg_catalog.now(), lease_until = NULL, "
+						"       last_error = 'webhook no longer exists' "
+						" WHERE d.state = 'pending' AND NOT EXISTS ("
+						"       SELECT FROM webhooks.webhooks w WHERE w.id = d.webhook_id) RETURNING d.*) "
+						"INSERT INTO webhooks.webhook_logs (webhook_id, error_content, webhook_payload, "
+						"       delivery_id, attempt, outcome) "
+						"SELECT o.webhook_id, 'webhook no longer exists', webhooks._json_or_null(o.body), "
+						"       o.id, o.attempts, 'dead' FROM o", false, 0);
 		}
 		commit_xact();
 		pruned += n;
@@ -870,17 +903,18 @@ maintenance(void)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Collect finished requests.  They keep their slots until the flush has
+ * recorded them (freeing slots earlier, at completion, was measured to
+ * make libcurl's HTTP/2 streams fail under load: see the notes).
+ */
 static void
 collect_finished(void)
 {
 	WhRequest  *req;
 
 	while ((req = wh_engine_next_done(engine)) != NULL)
-	{
-		finished[nfinished++] = (Delivery *) req->arg;
-		if (nfinished == 1)
-			first_finished_at = GetCurrentTimestamp();
-	}
+		add_finished((Delivery *) req->arg);
 }
 
 static long
@@ -970,6 +1004,7 @@ want_claim(void)
 	int			free_slots = wh_max_concurrency - in_flight;
 
 	return extension_present && wh_enabled && maybe_work && free_slots > 0 &&
+		nfinished + wh_max_concurrency < MAX_FINISHED / 2 &&
 		(in_flight == 0 || free_slots >= Max(1, wh_max_concurrency / 8));
 }
 
@@ -980,7 +1015,7 @@ step_claim(void)
 	int			seen;
 
 	seen = claim(room);
-	maybe_work = (seen >= room);
+	maybe_work = (seen >= room);	/* else: drained, or every webhook at its cap */
 }
 
 static void
@@ -1010,7 +1045,7 @@ webhooks_worker_main(Datum main_arg)
 	loop_cxt = AllocSetContextCreate(worker_cxt, "webhooks loop", ALLOCSET_DEFAULT_SIZES);
 	deliveries_cxt = AllocSetContextCreate(worker_cxt, "webhooks deliveries", ALLOCSET_DEFAULT_SIZES);
 	engine = wh_engine_create(AllocSetContextCreate(worker_cxt, "webhooks engine", ALLOCSET_DEFAULT_SIZES));
-	finished = MemoryContextAlloc(worker_cxt, sizeof(Delivery *) * (1024 + 1));	/* max_concurrency <= 1024 */
+	finished = MemoryContextAlloc(worker_cxt, sizeof(Delivery *) * MAX_FINISHED);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(WebhookSlot);
