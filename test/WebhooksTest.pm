@@ -62,7 +62,8 @@ use PostgreSQL::Test::Utils ();
 use PostgreSQL::Test::Cluster ();
 
 our @EXPORT =
-  qw(certs_dir start_receiver new_node sign verify_signature verify_request);
+  qw(certs_dir start_receiver new_node sign verify_signature verify_request
+  lit redact payload psql_error);
 
 # Directory of this file (the repository's test/), absolute.
 my $test_dir = File::Basename::dirname(Cwd::abs_path(__FILE__));
@@ -278,6 +279,81 @@ sub verify_request
 	return verify_signature(
 		$secret, $h->{'webhook-id'}, $h->{'webhook-timestamp'},
 		$req->{body}, $h->{'webhook-signature'});
+}
+
+=item lit($s)
+
+C<$s> as an SQL string literal (C<NULL> when undefined).
+
+=cut
+
+sub lit
+{
+	my ($s) = @_;
+	return 'NULL' unless defined $s;
+	$s =~ s/'/''/g;
+	return "'$s'";
+}
+
+=item redact($s)
+
+C<$s> with every C<whsec_...> secret replaced by C<whsec_...>, for test
+names and diagnostics, which must never show a secret.
+
+=cut
+
+sub redact
+{
+	my ($s) = @_;
+	$s =~ s/whsec_[A-Za-z0-9+\/=]*/whsec_.../g;
+	return $s;
+}
+
+=item payload($event_type, $n)
+
+A valid payload (JSON text) for C<webhooks.emit()>, with C<$n> as its
+messageId (or listId, for the list event types).
+
+=cut
+
+sub payload
+{
+	my ($type, $n) = @_;
+	return qq({"listId":$n,"subscriberId":2,"subscriberEmail":"a\@b.c"})
+	  if $type =~ /^(Subscriptions|Unsubscriptions)$/;
+	return
+	  qq({"messageId":$n,"subscriberId":2,"subscriberEmail":"a\@b.c","listId":7})
+	  if $type eq 'Confirmations';
+	return qq({"messageId":$n,"subscriberId":2,"subscriberEmail":"a\@b.c"});
+}
+
+=item psql_error($node, $sql, %psql_options)
+
+Runs C<$sql> (usually expected to fail) in database postgres with psql's
+verbose error reports and a 60 s timeout (a timeout fails the test).
+Returns a hashref: C<rc>, C<stdout>, C<stderr>, and from the error report
+C<sqlstate>, C<message>, C<detail>, C<hint>.
+
+=cut
+
+sub psql_error
+{
+	my ($node, $sql, %opts) = @_;
+	my ($out, $err) = ('', '');
+	my $timed_out = 0;
+	my $rc = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql",
+		stdout => \$out, stderr => \$err, timeout => 60,
+		timed_out => \$timed_out, %opts);
+	Test::More::fail('did not return within 60 s: ' . redact($sql)) if $timed_out;
+	my %e = (rc => $rc, stderr => $err, stdout => $out);
+	if ($err =~ /ERROR:\s+([0-9A-Z]{5}):\s+(.*)/)
+	{
+		$e{sqlstate} = $1;
+		$e{message}  = $2;
+	}
+	$e{detail} = $1 if $err =~ /^DETAIL:\s+(.*)$/m;
+	$e{hint}   = $1 if $err =~ /^HINT:\s+(.*)$/m;
+	return \%e;
 }
 
 sub _key

@@ -28,22 +28,7 @@ ok($secret =~ /^whsec_[A-Za-z0-9+\/]+=*$/, 'generate_secret() gives a whsec_ sec
 
 my $rcv = start_receiver(secret => $secret);
 
-# SQL string literal
-sub lit
-{
-	my ($s) = @_;
-	return 'NULL' unless defined $s;
-	$s =~ s/'/''/g;
-	return "'$s'";
-}
 
-# never show a secret in a test name or diagnostic
-sub redact
-{
-	my ($s) = @_;
-	$s =~ s/whsec_[A-Za-z0-9+\/=]*/whsec_.../g;
-	return $s;
-}
 
 # Run test_connection with the given SQL argument list; returns a hash of
 # its columns (webhook_payload as text, so the exact bytes can be compared)
@@ -79,26 +64,6 @@ sub test_conn
 	return \%r;
 }
 
-# Run SQL that is expected to fail; returns {rc, sqlstate, message, detail,
-# hint, stderr} parsed from psql's verbose error report.
-sub sql_error
-{
-	my ($n, $sql) = @_;
-	my ($out, $err) = ('', '');
-	my $timed_out = 0;
-	my $rc = $n->psql('postgres', "\\set VERBOSITY verbose\n$sql",
-		stdout => \$out, stderr => \$err, timeout => 60, timed_out => \$timed_out);
-	fail('did not return within 60 s: ' . redact($sql)) if $timed_out;
-	my %e = (rc => $rc, stderr => $err, stdout => $out);
-	if ($err =~ /ERROR:\s+([0-9A-Z]{5}):\s+(.*)/)
-	{
-		$e{sqlstate} = $1;
-		$e{message}  = $2;
-	}
-	$e{detail} = $1 if $err =~ /^DETAIL:\s+(.*)$/m;
-	$e{hint}   = $1 if $err =~ /^HINT:\s+(.*)$/m;
-	return \%e;
-}
 
 # the keys of a flat JSON object, in order
 sub json_keys
@@ -336,7 +301,7 @@ for my $kind (sort keys %tls)
 {
 	$rcv->clear_log;
 	my $t0 = Time::HiRes::time();
-	my $e = sql_error($node,
+	my $e = psql_error($node,
 		"SET statement_timeout = '1s';\nSELECT * FROM webhooks.test_connection("
 		  . lit($rcv->url('/stall/30')) . ", 'EmailOpens');");
 	my $elapsed = Time::HiRes::time() - $t0;
@@ -429,7 +394,7 @@ $rcv->clear_log;
 for my $b (@bad)
 {
 	my ($what, $args, $state, $msg) = @$b;
-	my $e = sql_error($node, "SELECT * FROM webhooks.test_connection($args);");
+	my $e = psql_error($node, "SELECT * FROM webhooks.test_connection($args);");
 	isnt($e->{rc}, 0, "$what: rejected");
 	is($e->{sqlstate}, $state, "$what: SQLSTATE $state");
 	like($e->{message} // '', $msg, "$what: message") or diag($e->{stderr});
@@ -443,7 +408,7 @@ is($rcv->count, 0, 'bad input: nothing was sent');
 		'second node: allow_private_targets is off');
 	for my $url ('https://10.0.0.1/', $rcv->url('/ok/private'))
 	{
-		my $e = sql_error($strict,
+		my $e = psql_error($strict,
 			"SELECT * FROM webhooks.test_connection(" . lit($url) . ", 'EmailOpens');");
 		isnt($e->{rc}, 0, "allow_private_targets off: $url rejected");
 		is($e->{sqlstate}, '22023', "allow_private_targets off: $url: SQLSTATE 22023");
@@ -451,7 +416,7 @@ is($rcv->count, 0, 'bad input: nothing was sent');
 		like($e->{hint} // '', qr/webhooks\.allow_private_targets/,
 			"allow_private_targets off: $url: the hint names allow_private_targets");
 	}
-	my $e = sql_error($strict,
+	my $e = psql_error($strict,
 		"SELECT * FROM webhooks.test_connection('https://169.254.169.254/', 'EmailOpens');");
 	is($e->{sqlstate}, '22023', 'allow_private_targets off: metadata address rejected too');
 	is($rcv->count, 0, 'allow_private_targets off: nothing was sent');

@@ -24,21 +24,7 @@ use WebhooksTest;
 my $node = new_node('wizard', conf => 'webhooks.enabled = off');
 my $rcv  = start_receiver();
 
-# SQL string literal
-sub lit
-{
-	my ($s) = @_;
-	return 'NULL' unless defined $s;
-	$s =~ s/'/''/g;
-	return "'$s'";
-}
 
-sub redact
-{
-	my ($s) = @_;
-	$s =~ s/whsec_[A-Za-z0-9+\/=]*/whsec_.../g;
-	return $s;
-}
 
 sub url { return lit($rcv->url(@_)) }
 
@@ -48,32 +34,12 @@ sub query
 	return $node->safe_psql('postgres', $sql, timeout => 60);
 }
 
-# Run SQL; returns {rc, out, sqlstate, message, detail, hint, stderr} from
-# psql's verbose error report (sqlstate undef when it succeeded).
-sub run_sql
-{
-	my ($sql) = @_;
-	my ($out, $err) = ('', '');
-	my $timed_out = 0;
-	my $rc = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql",
-		stdout => \$out, stderr => \$err, timeout => 60, timed_out => \$timed_out);
-	fail('did not return within 60 s: ' . redact($sql)) if $timed_out;
-	my %e = (rc => $rc, stderr => $err, out => $out);
-	if ($err =~ /ERROR:\s+([0-9A-Z]{5}):\s+(.*)/)
-	{
-		$e{sqlstate} = $1;
-		$e{message}  = $2;
-	}
-	$e{detail} = $1 if $err =~ /^DETAIL:\s+(.*)$/m;
-	$e{hint}   = $1 if $err =~ /^HINT:\s+(.*)$/m;
-	return \%e;
-}
 
 # assert that $sql fails with $state and a message matching $msg
 sub fails_with
 {
 	my ($sql, $state, $msg, $what) = @_;
-	my $e = run_sql($sql);
+	my $e = psql_error($node, $sql);
 	isnt($e->{rc}, 0, "$what: fails");
 	is($e->{sqlstate}, $state, "$what: SQLSTATE $state") or diag(redact($e->{stderr}));
 	like($e->{message} // '', $msg, "$what: message") if defined $msg;

@@ -78,16 +78,6 @@ sub make_webhook
 	return ($id, $secret);
 }
 
-sub payload
-{
-	my ($type, $n) = @_;
-	return qq({"listId":$n,"subscriberId":2,"subscriberEmail":"a\@b.c"})
-	  if $type =~ /^(Subscriptions|Unsubscriptions)$/;
-	return
-	  qq({"messageId":$n,"subscriberId":2,"subscriberEmail":"a\@b.c","listId":7})
-	  if $type eq 'Confirmations';
-	return qq({"messageId":$n,"subscriberId":2,"subscriberEmail":"a\@b.c"});
-}
 
 # emit one event, return its delivery id
 sub emit

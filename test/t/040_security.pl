@@ -46,14 +46,6 @@ sub poll
 	ok($node->poll_query_until('postgres', $sql), $what);
 }
 
-# SQL string literal
-sub lit
-{
-	my ($s) = @_;
-	return 'NULL' unless defined $s;
-	$s =~ s/'/''/g;
-	return "'$s'";
-}
 
 # Change sighup/superuser settings with ALTER SYSTEM and reload, then wait
 # until a new session sees the new values: the postmaster has then re-read
@@ -92,28 +84,9 @@ sub poll_worker_idle
 sub sql_error
 {
 	my ($sql, @extra) = @_;
-	my ($out, $err) = ('', '');
-	my $rc = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql",
-		stdout => \$out, stderr => \$err, @extra);
-	my %e = (rc => $rc, stderr => $err);
-	if ($err =~ /ERROR:\s+([0-9A-Z]{5}):\s+(.*)/)
-	{
-		$e{sqlstate} = $1;
-		$e{message}  = $2;
-	}
-	return \%e;
+	return psql_error($node, $sql, @extra);
 }
 
-sub payload
-{
-	my ($type, $n) = @_;
-	return qq({"listId":$n,"subscriberId":2,"subscriberEmail":"a\@b.c"})
-	  if $type =~ /^(Subscriptions|Unsubscriptions)$/;
-	return
-	  qq({"messageId":$n,"subscriberId":2,"subscriberEmail":"a\@b.c","listId":7})
-	  if $type eq 'Confirmations';
-	return qq({"messageId":$n,"subscriberId":2,"subscriberEmail":"a\@b.c"});
-}
 
 # emit one event, return its delivery id
 sub emit
