@@ -12,7 +12,6 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import threading
 import time
 
@@ -21,17 +20,26 @@ TMP = ENV["BENCH_TMP"]
 SOCK = ENV["BENCH_SOCK"]
 PSQL = ENV["BENCH_PSQL"]
 PGCLIENT = ENV["BENCH_PGCLIENT"]
+PGCTL = ENV["BENCH_PGCTL"]
+PGDATA = ENV["BENCH_PGDATA"]
+AS_PG = ENV.get("BENCH_AS_PG", "").split()
 NGINX_URL = ENV["BENCH_NGINX_URL"]
+NGINX_PORT = NGINX_URL.rstrip("/").rsplit(":", 1)[1]
 NGINX_MASTER = int(ENV["BENCH_NGINX_PID"])
+SINK_PID = int(ENV.get("BENCH_SINK_PID", "0"))
 RECEIVER_URL = ENV["BENCH_RECEIVER_URL"]
 RECEIVER_LOG = ENV["BENCH_RECEIVER_LOG"]
+NGINX_LAT_URL = ENV["BENCH_NGINX_LAT_URL"]
+NGINX_LAT_LOG = ENV["BENCH_NGINX_LAT_LOG"]
 LUA = ENV["BENCH_LUA"]
 
 RUNS = int(ENV.get("RUNS", "3"))
 EVENTS = int(ENV.get("EVENTS", "100000"))
-CONCURRENCY = [int(c) for c in ENV.get("CONCURRENCY", "64 256").split()]
+CONFIGS = [tuple(int(x) for x in c.split("/")) for c in ENV.get("CONFIGS", "64/32 256/32 64/64 256/256").split()]
+WRK_CONCURRENCY = [int(c) for c in ENV.get("WRK_CONCURRENCY", "64 256").split()]
 LAT_EVENTS = int(ENV.get("LAT_EVENTS", "200"))
 WRK_SECONDS = int(ENV.get("WRK_SECONDS", "10"))
+DRAIN_TIMEOUT = int(ENV.get("DRAIN_TIMEOUT", "300"))
 SLOW_MS = 3000
 SLOW_INTERVAL_MS = 150          # one slow event every 150 ms: about 20 in flight at 3 s each
 DB = "bench"
@@ -48,12 +56,22 @@ def log(*a):
     print(*a, flush=True)
 
 
-def psql(sql, db=DB):
+class Crash(Exception):
+    pass
+
+
+class Stall(Exception):
+    pass
+
+
+def psql(sql, db=DB, check=True):
     r = subprocess.run([PSQL, "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", "-h", SOCK, "-p", "5432",
                         "-U", "postgres", "-d", db, "-c", sql],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        raise RuntimeError("psql failed: %s\n%s" % (sql, r.stderr))
+        if check:
+            raise RuntimeError("psql failed: %s\n%s" % (sql, r.stderr))
+        return None
     return r.stdout.strip()
 
 
@@ -62,6 +80,10 @@ def pgclient(*args):
     if r.returncode != 0:
         raise RuntimeError("pgclient failed: %s" % r.stderr)
     return r.stdout
+
+
+def server_up():
+    return psql("SELECT 1", check=False) == "1"
 
 
 def set_gucs(**kv):
@@ -78,29 +100,109 @@ def reset_gucs(*names):
     time.sleep(0.5)
 
 
-def worker_pid():
-    for _ in range(100):
-        p = psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker' AND datname = '%s'" % DB)
+_BATCHES = []
+
+
+def batch_table():
+    """The extension may keep the events of a multi-row statement as batch rows
+    (webhooks.event_batches) that its worker splits into deliveries; the
+    benchmark counts and empties both."""
+    if not _BATCHES:
+        _BATCHES.append(psql("SELECT to_regclass('webhooks.event_batches') IS NOT NULL") == "t")
+    return _BATCHES[0]
+
+
+def truncate_queue(*more):
+    tables = ["webhooks.deliveries", "webhooks.webhook_logs"] + (["webhooks.event_batches"] if batch_table() else [])
+    psql("TRUNCATE " + ", ".join(tables + list(more)))
+
+
+def queued_events():
+    n = int(psql("SELECT count(*) FROM webhooks.deliveries"))
+    if batch_table():
+        n += int(psql("SELECT coalesce(sum(events), 0) FROM webhooks.event_batches"))
+    return n
+
+
+def undelivered():
+    """Events not yet delivered or dead: pending or held deliveries, plus events still in batches."""
+    n = int(psql("SELECT count(*) FROM webhooks.deliveries WHERE state IN ('pending', 'held')"))
+    if batch_table():
+        n += int(psql("SELECT coalesce(sum(events), 0) FROM webhooks.event_batches"))
+    return n
+
+
+def worker_pid(timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        p = psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker' AND datname = '%s'" % DB,
+                 check=False)
         if p:
             return int(p)
         time.sleep(0.1)
     raise RuntimeError("no webhooks worker")
 
 
+def fresh_worker():
+    """Restart the worker (it is restarted 5 s after it exits), so each
+    throughput run starts from a fresh process and its memory figures are its own."""
+    old = worker_pid()
+    psql("SELECT pg_terminate_backend(%d)" % old)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        p = psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker' AND datname = '%s'" % DB,
+                 check=False)
+        if p and int(p) != old:
+            time.sleep(0.3)     # let it finish its start-up (extension check, lease release)
+            return int(p)
+        time.sleep(0.1)
+    raise RuntimeError("the webhooks worker did not come back")
+
+
+def recover_after_crash():
+    """The cluster runs with restart_after_crash = off: after a worker crash it
+    is down.  Drop the ALTER SYSTEM settings (the crash may depend on them),
+    start it again and empty the queue (leased rows would crash it again)."""
+    subprocess.run(AS_PG + [PGCTL, "-D", PGDATA, "-m", "immediate", "-w", "stop"],
+                   capture_output=True, cwd="/")
+    with open(os.path.join(PGDATA, "postgresql.auto.conf"), "w") as f:
+        f.write("# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n")
+    # the worker would claim the leftover queue at start, before we can truncate
+    # it: start with the worker paused
+    subprocess.run(AS_PG + [PGCTL, "-D", PGDATA, "-l", os.path.join(TMP, "server.log"), "-w",
+                            "-o", "-c webhooks.enabled=off", "start"],
+                   capture_output=True, cwd="/", check=True)
+    truncate_queue()
+    subprocess.run(AS_PG + [PGCTL, "-D", PGDATA, "-m", "fast", "-w", "stop"], capture_output=True, cwd="/",
+                   check=True)
+    subprocess.run(AS_PG + [PGCTL, "-D", PGDATA, "-l", os.path.join(TMP, "server.log"), "-w", "start"],
+                   capture_output=True, cwd="/", check=True)
+    worker_pid()
+
+
+def crash_lines(since_bytes):
+    with open(os.path.join(TMP, "server.log"), errors="replace") as f:
+        f.seek(since_bytes)
+        return [l.strip() for l in f if "terminated by signal" in l or "PANIC" in l]
+
+
+def log_size():
+    return os.path.getsize(os.path.join(TMP, "server.log"))
+
+
 def nginx_worker_pid():
     with open("/proc/%d/task/%d/children" % (NGINX_MASTER, NGINX_MASTER)) as f:
-        kids = [int(x) for x in f.read().split()]
-    return kids[0]
+        return int(f.read().split()[0])
 
 
 def cpu_s(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    # after the command: state is field 3, utime 14, stime 15 (1-based)
+    # fields after the command: state is field 3 of stat(5), utime 14, stime 15
     return (int(fields[11]) + int(fields[12])) / HZ
 
 
-def status_kb(pid, keys=("VmRSS", "RssAnon", "VmHWM")):
+def status_kb(pid, keys=("VmRSS", "RssAnon", "RssShmem", "VmHWM")):
     out = {}
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -110,15 +212,59 @@ def status_kb(pid, keys=("VmRSS", "RssAnon", "VmHWM")):
     return out
 
 
+def proc_cpu(pid, children=False):
+    """utime+stime of pid (plus its reaped children's when asked), 0 if gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            v = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    n = int(v[11]) + int(v[12]) + ((int(v[13]) + int(v[14])) if children else 0)
+    return n / HZ
+
+
+def own_cpu_s():
+    """CPU used by everything this benchmark runs: the cluster (postmaster,
+    its live and reaped children), nginx, the latency sink, bench.py and the
+    psql/pgclient processes it waited for."""
+    with open(os.path.join(PGDATA, "postmaster.pid")) as f:
+        pm = int(f.readline())
+    total = proc_cpu(pm, children=True) + proc_cpu(NGINX_MASTER, children=True) + proc_cpu(SINK_PID)
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    v = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(v[1]) in (pm, NGINX_MASTER):
+                total += (int(v[11]) + int(v[12])) / HZ
+    t = os.times()
+    return total + t.user + t.system + t.children_user + t.children_system
+
+
+def cpu_mark():
+    return (time.time(), system_busy_s(), own_cpu_s())
+
+
+def foreign_report(res, section, mark):
+    t, sys_, own = mark
+    wall = time.time() - t
+    foreign = max(0.0, (system_busy_s() - sys_) - (own_cpu_s() - own))
+    res.setdefault("foreign_cpu", {})[section] = (round(foreign, 1), round(wall, 1))
+    if foreign > 0.1 * wall:
+        log("  WARNING: processes outside the benchmark used %.1f CPU s of the %.1f s of this section"
+            " (the machine has 2 cores): its figures are disturbed" % (foreign, wall))
+
+
 def system_busy_s():
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + v[4]
-    return (sum(v[:8]) - idle) / HZ
+    return (sum(v[:8]) - v[3] - v[4]) / HZ
 
 
 class Sampler(threading.Thread):
-    """VmRSS / RssAnon of the worker every 100 ms."""
+    """VmRSS / RssAnon / RssShmem of the worker every 100 ms."""
 
     def __init__(self, pid):
         super().__init__(daemon=True)
@@ -129,8 +275,11 @@ class Sampler(threading.Thread):
     def run(self):
         t0 = time.time()
         while not self.stop.is_set():
-            s = status_kb(self.pid)
-            self.samples.append((time.time() - t0, s["VmRSS"], s["RssAnon"]))
+            try:
+                s = status_kb(self.pid)
+            except OSError:
+                return          # the worker is gone
+            self.samples.append((time.time() - t0, s["VmRSS"], s["RssAnon"], s["RssShmem"]))
             self.stop.wait(0.1)
 
 
@@ -146,6 +295,7 @@ def pct(values, p):
 
 
 def med(xs):
+    xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else float("nan")
 
 
@@ -179,6 +329,7 @@ CREATE TRIGGER enq_row_webhook AFTER INSERT ON app.enq_row
 """)
     psql("SELECT 1 FROM webhooks.create_webhook('nginx-sink', 'EmailOpens', '%s')" % NGINX_URL)
     psql("SELECT 1 FROM webhooks.create_webhook('receiver-fast', 'EmailDeliveries', '%s/ok')" % RECEIVER_URL)
+    psql("SELECT 1 FROM webhooks.create_webhook('nginx-latency', 'EmailClicks', '%s')" % NGINX_LAT_URL)
     psql("SELECT 1 FROM webhooks.create_webhook('receiver-slow', 'EmailSends', '%s/ok')" % RECEIVER_URL)
     # the wizard's connection test would wait 3 s: point it at /slow afterwards
     psql("SELECT webhooks.deactivate_webhook('receiver-slow')")
@@ -195,66 +346,108 @@ INSERT_SQL = ("INSERT INTO {table} (message_id, subscriber_id, subscriber_email)
 # 1. throughput
 # ---------------------------------------------------------------------------
 
+def nginx_connections():
+    out = subprocess.run(["ss", "-Htn", "state", "established", "( dport = :%s )" % NGINX_PORT],
+                         capture_output=True, text=True).stdout
+    return len(out.strip().splitlines())
+
+
+def xact_commits():
+    """Transactions committed in the benchmark database so far (pg_stat_database:
+    the worker's claim, record and batch-split transactions, plus a few of ours)."""
+    return int(psql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+
+
 def throughput_run(conc):
-    psql("TRUNCATE webhooks.deliveries, webhooks.webhook_logs, app.bench_opens")
+    truncate_queue("app.bench_opens")
     psql("VACUUM ANALYZE webhooks.deliveries")
     psql("CHECKPOINT")
-    wpid = worker_pid()
+    wpid = fresh_worker()
     npid = nginx_worker_pid()
+    logpos = log_size()
+    xact0 = xact_commits()
     mem0 = status_kb(wpid)
-    cpu0, ncpu0, sys0 = cpu_s(wpid), cpu_s(npid), system_busy_s()
+    cpu0, ncpu0, sys0, own0 = cpu_s(wpid), cpu_s(npid), system_busy_s(), own_cpu_s()
     sampler = Sampler(wpid)
     sampler.start()
     t_ins = time.time()
-    # one autocommit INSERT (the statement trigger enqueues all rows), then
-    # the server's clock right after that commit, in the same session
-    out = subprocess.run([PSQL, "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", "-h", SOCK, "-p", "5432",
-                          "-U", "postgres", "-d", DB,
-                          "-c", INSERT_SQL.format(table="app.bench_opens", n=EVENTS),
-                          "-c", "SELECT extract(epoch FROM clock_timestamp())"],
-                         capture_output=True, text=True, check=True).stdout.split()
-    commit_ts = float(out[-1])
-    insert_s = commit_ts - t_ins
-    deadline = time.time() + 600
-    pending = None
+    # one autocommit INSERT; the statement trigger enqueues all rows; the
+    # client reads its clock right after the commit returns
+    out = pgclient("commits", "1", INSERT_SQL.format(table="app.bench_opens", n=EVENTS))
+    commit_ts = float(out.split()[1])
+    deadline = time.time() + DRAIN_TIMEOUT
+    done = None
+    conns = 0
+    last_done, last_progress = None, time.time()
+    stalled = None
     while time.time() < deadline:
-        pending = int(psql("SELECT count(*) FROM webhooks.deliveries WHERE state = 'pending'"))
-        if pending == 0:
+        if not os.path.exists("/proc/%d" % wpid):
             break
+        done = psql("SELECT count(*) FROM webhooks.deliveries WHERE state IN ('delivered', 'dead')", check=False)
+        if done is None:
+            break
+        conns = max(conns, nginx_connections())
+        if int(done) >= EVENTS:
+            break
+        if done != last_done:
+            last_done, last_progress = done, time.time()
+        elif time.time() - last_progress > 10:
+            # no progress for 10 s: is the worker idle with rows leased to it?
+            st = psql("SELECT (SELECT query FROM pg_stat_activity WHERE pid = %d), "
+                      "(SELECT count(*) FROM webhooks.deliveries WHERE state = 'pending' AND lease_until > now())"
+                      % wpid).split("|")
+            if st[0] == "idle" and int(st[1]) > 0:
+                stalled = ("%s deliveries are leased but were never sent, and the worker is idle "
+                           "(they wait for their lease to end)" % st[1])
+                break
         time.sleep(0.25)
     sampler.stop.set()
     sampler.join()
-    cpu1, ncpu1, sys1 = cpu_s(wpid), cpu_s(npid), system_busy_s()
+    crashes = crash_lines(logpos)
+    if crashes or not server_up():
+        raise Crash("; ".join(crashes) or "server down")
+    if stalled:
+        done = int(psql("SELECT count(*) FROM webhooks.deliveries WHERE state = 'delivered'"))
+        raise Stall("%s; %d delivered in the first %.1f s" % (stalled, done, last_progress - commit_ts))
+    if int(done) < EVENTS:
+        raise RuntimeError("only %s of %d events delivered or dead after %d s" % (done, EVENTS, DRAIN_TIMEOUT))
+    cpu1, ncpu1, sys1, own1 = cpu_s(wpid), cpu_s(npid), system_busy_s(), own_cpu_s()
     mem1 = status_kb(wpid)
-    if pending != 0:
-        raise RuntimeError("throughput run: %s deliveries still pending after 600 s" % pending)
     row = psql("SELECT count(*) FILTER (WHERE state = 'delivered'), count(*) FILTER (WHERE state = 'dead'), "
                "extract(epoch FROM min(last_attempt_at)), extract(epoch FROM max(finished_at)), "
-               "(SELECT count(*) FROM webhooks.webhook_logs) FROM webhooks.deliveries").split("|")
+               "(SELECT count(*) FROM webhooks.webhook_logs), max(attempts) FROM webhooks.deliveries").split("|")
     delivered, dead, first_ts, last_ts, nlogs = int(row[0]), int(row[1]), float(row[2]), float(row[3]), int(row[4])
-    conns = subprocess.run(["ss", "-Htn", "state", "established", "dst", NGINX_URL.split("/")[2]],
-                           capture_output=True, text=True).stdout.strip().splitlines()
+    time.sleep(1.2)             # the worker's last statistics reach pg_stat_database (at most 1 s late)
+    xacts = xact_commits() - xact0
+    kinds = psql("SELECT string_agg(format('%s x %s', n, e), '; ') FROM (SELECT coalesce(status::text, error_content) e, "
+                 "count(*) n FROM webhooks.webhook_logs GROUP BY 1 ORDER BY 2 DESC) s")
     drain_s = last_ts - commit_ts
-    rss = [s[1] for s in sampler.samples]
-    anon = [s[2] for s in sampler.samples]
+    rss = [s[1] for s in sampler.samples] + [mem0["VmRSS"], mem1["VmRSS"]]
+    anon = [s[2] for s in sampler.samples] + [mem0["RssAnon"], mem1["RssAnon"]]
     r = {
         "concurrency": conc,
-        "delivered": delivered, "dead": dead, "failed_attempts": nlogs,
-        "insert_s": round(insert_s, 3),
-        "first_send_after_commit_ms": round((first_ts - commit_ts) * 1000, 1),
+        "delivered": delivered, "dead": dead, "failed_attempts": nlogs, "max_attempts": int(row[5]),
+        "failure_kinds": kinds,
+        "transactions": xacts,
+        "insert_s": round(commit_ts - t_ins, 3),
+        "first_claim_after_commit_ms": round((first_ts - commit_ts) * 1000, 1),
         "drain_s": round(drain_s, 3),
         "deliveries_per_s": round(delivered / drain_s, 1),
         "worker_cpu_s": round(cpu1 - cpu0, 2),
         "nginx_cpu_s": round(ncpu1 - ncpu0, 2),
         "system_busy_s": round(sys1 - sys0, 2),
+        "foreign_cpu_s": round(max(0.0, (sys1 - sys0) - (own1 - own0)), 2),
         "wall_s": round(time.time() - t_ins, 2),
         "worker_vmhwm_kb": mem1["VmHWM"],
-        "worker_rss_kb_start": mem0["VmRSS"], "worker_rss_kb_max": max(rss + [mem0["VmRSS"]]),
-        "worker_rss_kb_end": mem1["VmRSS"],
-        "worker_anon_kb_start": mem0["RssAnon"], "worker_anon_kb_max": max(anon + [mem0["RssAnon"]]),
+        "worker_rss_kb_start": mem0["VmRSS"], "worker_rss_kb_max": max(rss), "worker_rss_kb_end": mem1["VmRSS"],
+        "worker_anon_kb_start": mem0["RssAnon"], "worker_anon_kb_max": max(anon),
         "worker_anon_kb_end": mem1["RssAnon"],
-        "rss_samples": len(rss),
-        "client_connections_to_nginx": len(conns),
+        "worker_shmem_kb_end": mem1["RssShmem"],
+        # after the first quarter of the drain (warm-up: connection, caches,
+        # plans), a leak-free worker should not grow any more
+        "worker_anon_kb_q1": sampler.samples[len(sampler.samples) // 4][2] if sampler.samples else mem0["RssAnon"],
+        "rss_samples": len(sampler.samples),
+        "max_connections_to_nginx": conns,
     }
     if delivered != EVENTS or dead != 0:
         log("  WARNING: %d delivered, %d dead (expected %d, 0)" % (delivered, dead, EVENTS))
@@ -279,26 +472,48 @@ def wrk_run(conc):
 # 3. latency
 # ---------------------------------------------------------------------------
 
-def receiver_arrivals(event_type, lo, hi):
-    """messageId -> arrival time, for deliveries (not tests) of event_type with lo <= messageId < hi."""
+def sink_arrivals(lo, hi):
+    """messageId -> arrival time at lat_sink.py, for EmailDeliveries deliveries with lo <= messageId < hi."""
     out = {}
     with open(RECEIVER_LOG) as f:
         for line in f:
             r = json.loads(line)
-            if r["headers"].get("webhook-id", "").startswith("msg_test_"):
+            if (r["id"] or "").startswith("msg_test_"):
                 continue
             try:
                 b = json.loads(r["body"])
             except ValueError:
                 continue
-            if b.get("eventType") == event_type and lo <= b.get("messageId", -1) < hi:
-                out.setdefault(b["messageId"], r["t"])
+            if b.get("eventType") == "EmailDeliveries" and lo <= b.get("messageId", -1) < hi:
+                out.setdefault(b["messageId"], (r["t"], r["conn"], r["n"]))
     return out
 
 
-EMIT_FAST = ("SELECT webhooks.emit('EmailDeliveries', jsonb_build_object('messageId', %d, "
-             "'subscriberId', 42, 'subscriberEmail', 'latency@example.com'))")
-EMIT_SLOW = ("SELECT webhooks.emit('EmailSends', jsonb_build_object('messageId', %d, "
+def nginx_arrivals(lo, hi):
+    """messageId -> the time nginx logged the request ($msec), for EmailClicks deliveries."""
+    ids = {}
+    for line in psql("SELECT id, (body::json->>'messageId')::bigint FROM webhooks.deliveries "
+                     "WHERE event_type = 'EmailClicks' AND (body::json->>'messageId')::bigint >= %d "
+                     "AND (body::json->>'messageId')::bigint < %d" % (lo, hi)).splitlines():
+        d, m = line.split("|")
+        ids["msg_" + d] = int(m)
+    out = {}
+    with open(NGINX_LAT_LOG) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2 and parts[1] in ids:
+                out.setdefault(ids[parts[1]], (float(parts[0]), None, None))
+    return out
+
+
+# the fast webhook: HTTP/1.1 to lat_sink.py, or HTTP/2 to nginx
+TARGETS = {
+    "h1": ("EmailDeliveries", sink_arrivals),
+    "h2": ("EmailClicks", nginx_arrivals),
+}
+EMIT = ("SELECT webhooks.emit('{et}', jsonb_build_object('messageId', {base} + %d, "
+        "'subscriberId', 42, 'subscriberEmail', 'latency@example.com'))")
+EMIT_SLOW = ("SELECT webhooks.emit('EmailSends', jsonb_build_object('messageId', {base} + %d, "
              "'subscriberId', 43, 'subscriberEmail', 'slow@example.com'))")
 
 
@@ -306,49 +521,70 @@ def slow_in_flight():
     return int(psql("SELECT count(*) FROM webhooks.pending_deliveries WHERE webhook_name = 'receiver-slow' AND in_flight"))
 
 
-def wait_arrivals(event_type, lo, hi, n, timeout=60):
+def wait_arrivals(target, lo, hi, n, timeout=60):
     deadline = time.time() + timeout
+    got = {}
     while time.time() < deadline:
-        got = receiver_arrivals(event_type, lo, hi)
+        got = TARGETS[target][1](lo, hi)
         if len(got) >= n:
             return got
         time.sleep(0.2)
-    raise RuntimeError("only %d of %d %s events arrived" % (len(got), n, event_type))
+    raise RuntimeError("only %d of %d %s events arrived" % (len(got), n, target))
 
 
-def latency_run(run_no, with_slow):
-    base = (run_no * 2 + (1 if with_slow else 0)) * 100000
+LAT_SEQ = [0]
+
+
+def latency_run(target, with_slow):
+    LAT_SEQ[0] += 1
+    base = LAT_SEQ[0] * 100000 + 10000000
+    et = TARGETS[target][0]
     stream = None
     inflight = {}
     if with_slow:
         # a steady stream to the slow webhook: about 20 requests in flight
         stream = subprocess.Popen([PGCLIENT, "stream", CONNINFO, str(SLOW_INTERVAL_MS),
-                                   EMIT_SLOW.replace("%d", str(base + 50000) + " + %d")],
-                                  stdout=subprocess.PIPE, text=True)
+                                   EMIT_SLOW.format(base=base + 50000)], stdout=subprocess.PIPE, text=True)
         time.sleep(SLOW_MS / 1000.0 + 0.7)
         inflight["before"] = slow_in_flight()
-    # warm-up: one event, not counted (a fresh TLS connection otherwise)
-    pgclient("commits", "1", EMIT_FAST.replace("%d", str(base) + " + %d"))
-    wait_arrivals("EmailDeliveries", base, base + 2, 1)
-    out = pgclient("commits", str(LAT_EVENTS), EMIT_FAST.replace("%d", str(base + 1000) + " + %d"))
+    # warm-up: one event, not counted (it may open a fresh TLS connection)
+    pgclient("commits", "1", EMIT.format(et=et, base=base))
+    wait_arrivals(target, base, base + 2, 1)
+    out = pgclient("commits", str(LAT_EVENTS), EMIT.format(et=et, base=base + 1000))
     commits = {}
     for line in out.strip().splitlines():
         i, t = line.split()
         commits[base + 1000 + int(i)] = float(t)
     if with_slow:
         inflight["after"] = slow_in_flight()
-    got = wait_arrivals("EmailDeliveries", base + 1001, base + 1001 + LAT_EVENTS, LAT_EVENTS)
+    got = wait_arrivals(target, base + 1001, base + 1001 + LAT_EVENTS, LAT_EVENTS)
     if stream is not None:
         stream.terminate()
-        sent = int(stream.communicate()[0].strip() or 0)
-        inflight["slow_events_sent"] = sent
+        inflight["slow_events_sent"] = int(stream.communicate()[0].strip() or 0)
+    # where the time goes, from the queue's own timestamps: last_attempt_at is
+    # the start of the worker's claim transaction, finished_at the time its
+    # record transaction started
+    seg = {"commit_to_claim": [], "claim_to_arrival": [], "arrival_to_recorded": []}
+    rows = psql("SELECT (body::json->>'messageId')::bigint, extract(epoch FROM last_attempt_at), "
+                "extract(epoch FROM finished_at) FROM webhooks.deliveries "
+                "WHERE event_type = '%s' AND state = 'delivered' AND attempts = 1 "
+                "AND (body::json->>'messageId')::bigint BETWEEN %d AND %d"
+                % (et, base + 1001, base + 1000 + LAT_EVENTS)).splitlines()
+    for line in rows:
+        m, claim, fin = line.split("|")
+        m = int(m)
+        seg["commit_to_claim"].append((float(claim) - commits[m]) * 1000)
+        seg["claim_to_arrival"].append((got[m][0] - float(claim)) * 1000)
+        seg["arrival_to_recorded"].append((float(fin) - got[m][0]) * 1000)
+    if stream is not None:
         # let the slow webhook's queue drain before the next run
         deadline = time.time() + 60
-        while time.time() < deadline and int(psql(
-                "SELECT count(*) FROM webhooks.deliveries WHERE state = 'pending'")) > 0:
+        while time.time() < deadline and undelivered() > 0:
             time.sleep(0.25)
-    lat = [(got[k] - commits[k]) * 1000 for k in sorted(commits)]
+    lat = [(got[k][0] - commits[k]) * 1000 for k in sorted(commits)]
+    new_conns = sum(1 for k in commits if got[k][2] == 1) if target == "h1" else None
     return {
+        "target": target,
         "with_slow_endpoint": with_slow,
         "events": len(lat),
         "p50_ms": round(pct(lat, 50), 2), "p90_ms": round(pct(lat, 90), 2),
@@ -356,6 +592,8 @@ def latency_run(run_no, with_slow):
         "mean_ms": round(statistics.mean(lat), 2),
         "commit_span_s": round(max(commits.values()) - min(commits.values()), 3),
         "slow_in_flight": inflight,
+        "new_connections": new_conns,
+        "median_segments_ms": {k: round(med(v), 2) for k, v in seg.items()},
     }
 
 
@@ -366,105 +604,170 @@ def latency_run(run_no, with_slow):
 def enqueue_run():
     times = {}
     for table in ("plain", "stmt", "row"):
-        psql("TRUNCATE app.enq_%s, webhooks.deliveries" % table)
+        truncate_queue("app.enq_" + table)
         psql("CHECKPOINT")
         times[table] = float(pgclient("time", INSERT_SQL.format(table="app.enq_" + table, n=EVENTS)))
-    queued = int(psql("SELECT count(*) FROM webhooks.deliveries"))
+        if table != "plain":
+            queued = queued_events()
+            if queued != EVENTS:
+                log("  WARNING: the %s trigger queued %d deliveries, not %d" % (table, queued, EVENTS))
     return {
         "plain_ms": round(times["plain"], 1), "stmt_ms": round(times["stmt"], 1), "row_ms": round(times["row"], 1),
         "stmt_ratio": round(times["stmt"] / times["plain"], 2),
         "row_ratio": round(times["row"] / times["plain"], 2),
-        "row_trigger_queued": queued,
     }
 
 
 # ---------------------------------------------------------------------------
 
+def lat_key(target, slow):
+    return "%s_%s" % (target, "slow" if slow else "alone")
+
+
+def cfg_name(c):
+    return "%d/%d" % c
+
+
 def main():
     t_start = time.time()
     setup_schema()
     res = {"runs": RUNS, "events": EVENTS, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-           "throughput": {}, "wrk": {}, "latency": {"alone": [], "slow": []}, "enqueue": []}
+           "throughput": {}, "crashes": {}, "stalls": {}, "wrk": {}, "latency": {lat_key(t, s): [] for t in ("h1", "h2") for s in (False, True)},
+           "enqueue": []}
 
-    log("\n== 1. throughput: %d events in one transaction -> nginx ==" % EVENTS)
-    for conc in CONCURRENCY:
-        set_gucs(max_concurrency=conc)
-        res["throughput"][conc] = []
+    log("\n== 1. throughput: %d events in one transaction -> nginx (max_concurrency/max_concurrency_per_webhook) =="
+        % EVENTS)
+    mark = cpu_mark()
+    for cfg in CONFIGS:
+        name = cfg_name(cfg)
+        res["throughput"][name] = []
         for i in range(RUNS):
-            r, samples = throughput_run(conc)
-            res["throughput"][conc].append(r)
-            log("  max_concurrency %4d run %d: %8.0f deliveries/s  drain %.2f s  (insert %.2f s, first send %+.0f ms)"
-                "  worker CPU %.2f s  nginx CPU %.2f s  system busy %.2f s of %.2f s wall x 2 cores"
-                % (conc, i + 1, r["deliveries_per_s"], r["drain_s"], r["insert_s"], r["first_send_after_commit_ms"],
+            set_gucs(max_concurrency=cfg[0], max_concurrency_per_webhook=cfg[1])
+            try:
+                r, samples = throughput_run(cfg[0])
+            except Crash as e:
+                log("  %-8s run %d: THE WORKER CRASHED: %s" % (name, i + 1, e))
+                res["crashes"].setdefault(name, []).append(str(e))
+                recover_after_crash()
+                continue
+            except Stall as e:
+                log("  %-8s run %d: DELIVERY STALLED: %s" % (name, i + 1, e))
+                res["stalls"].setdefault(name, []).append(str(e))
+                continue
+            res["throughput"][name].append(r)
+            log("  %-8s run %d: %6.0f deliveries/s  drain %.2f s  (insert %.2f s, first claim %+.0f ms after commit)"
+                "  CPU s: worker %.2f, nginx %.2f, whole machine %.2f in %.2f s"
+                % (name, i + 1, r["deliveries_per_s"], r["drain_s"], r["insert_s"], r["first_claim_after_commit_ms"],
                    r["worker_cpu_s"], r["nginx_cpu_s"], r["system_busy_s"], r["wall_s"]))
-            log("      worker RSS kB start/max/end %d/%d/%d, anon %d/%d/%d, VmHWM %d; %d connections to nginx"
+            if r["foreign_cpu_s"] > 0.1 * r["wall_s"]:
+                log("      WARNING: processes outside the benchmark used %.1f CPU s during this run:"
+                    " the machine was not quiet, this figure is disturbed" % r["foreign_cpu_s"])
+            log("      worker kB: VmRSS %d -> max %d -> %d, RssAnon %d -> max %d -> %d, VmHWM %d;"
+                " %d connection(s) to nginx; %d failed attempts (retried)%s"
                 % (r["worker_rss_kb_start"], r["worker_rss_kb_max"], r["worker_rss_kb_end"],
                    r["worker_anon_kb_start"], r["worker_anon_kb_max"], r["worker_anon_kb_end"],
-                   r["worker_vmhwm_kb"], r["client_connections_to_nginx"]))
-            with open(os.path.join(TMP, "rss_c%d_r%d.tsv" % (conc, i + 1)), "w") as f:
-                for s in samples:
-                    f.write("%.2f\t%d\t%d\n" % s)
-            res.setdefault("rss_series", {})["c%d_r%d" % (conc, i + 1)] = [
+                   r["worker_vmhwm_kb"], r["max_connections_to_nginx"], r["failed_attempts"],
+                   (": " + r["failure_kinds"]) if r["failure_kinds"] else ""))
+            res.setdefault("rss_series", {})["%s_r%d" % (name, i + 1)] = [
                 (round(s[0], 1), s[1], s[2]) for s in samples[::10]]
-    reset_gucs("max_concurrency")
+    if server_up():
+        reset_gucs("max_concurrency", "max_concurrency_per_webhook")
+    foreign_report(res, "throughput", mark)
 
-    log("\n== 2. the sink's ceiling: wrk -t1 -cN -d%ds, POST of a 153-byte JSON body ==" % WRK_SECONDS)
-    for conc in CONCURRENCY:
+    log("\n== 2. the sink's ceiling: wrk -t1 -cN -d%ds, POST of a 153-byte JSON body (HTTP/1.1) ==" % WRK_SECONDS)
+    mark = cpu_mark()
+    for conc in WRK_CONCURRENCY:
         res["wrk"][conc] = []
         for i in range(RUNS):
             rps = wrk_run(conc)
             res["wrk"][conc].append(rps)
             log("  -c%d run %d: %.0f requests/s" % (conc, i + 1, rps))
+    foreign_report(res, "wrk", mark)
 
-    log("\n== 3. latency: commit -> arrival at the receiver, %d events back to back ==" % LAT_EVENTS)
+    log("\n== 3. latency: commit -> arrival, %d events back to back, defaults (64/32) ==" % LAT_EVENTS)
+    log("  h1: HTTP/1.1 to lat_sink.py (arrival stamped when the body is read, microseconds)")
+    log("  h2: HTTP/2 to nginx (arrival = nginx's $msec when it logs the request: milliseconds, cached clock)")
+    fresh_worker()
+    mark = cpu_mark()
     for i in range(RUNS):
-        for slow in (False, True):
-            r = latency_run(i, slow)
-            res["latency"]["slow" if slow else "alone"].append(r)
-            log("  %-32s run %d: p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms  (%d commits in %.2f s)%s"
-                % ("with a 3 s endpoint busy" if slow else "alone", i + 1, r["p50_ms"], r["p90_ms"], r["p99_ms"],
-                   r["max_ms"], r["events"], r["commit_span_s"],
-                   ("  slow in flight before/after: %s/%s" % (r["slow_in_flight"].get("before"),
-                                                             r["slow_in_flight"].get("after"))) if slow else ""))
+        for target in ("h1", "h2"):
+            for slow in (False, True):
+                r = latency_run(target, slow)
+                res["latency"][lat_key(target, slow)].append(r)
+                s = r["median_segments_ms"]
+                log("  %s %-24s run %d: p50 %6.2f ms  p90 %6.2f  p99 %6.2f  max %6.2f  (%d commits in %.2f s)%s%s"
+                    % (target, "with a 3 s endpoint busy" if slow else "alone", i + 1, r["p50_ms"], r["p90_ms"],
+                       r["p99_ms"], r["max_ms"], r["events"], r["commit_span_s"],
+                       ("  slow in flight before/after: %s/%s" % (r["slow_in_flight"].get("before"),
+                                                                 r["slow_in_flight"].get("after"))) if slow else "",
+                       ("  new connections: %d" % r["new_connections"]) if r["new_connections"] is not None else ""))
+                log("      median segments: commit -> claim xact start %.2f ms, claim -> arrival %.2f ms,"
+                    " arrival -> recorded %.2f ms" % (s["commit_to_claim"], s["claim_to_arrival"],
+                                                      s["arrival_to_recorded"]))
+
+    foreign_report(res, "latency", mark)
 
     log("\n== 4. enqueue cost: INSERT of %d rows, webhooks.enabled = off ==" % EVENTS)
     set_gucs(enabled="off")
+    mark = cpu_mark()
     for i in range(RUNS):
         r = enqueue_run()
         res["enqueue"].append(r)
         log("  run %d: plain %.0f ms, statement trigger %.0f ms (x%.2f), row trigger %.0f ms (x%.2f)"
             % (i + 1, r["plain_ms"], r["stmt_ms"], r["stmt_ratio"], r["row_ms"], r["row_ratio"]))
+    foreign_report(res, "enqueue", mark)
     reset_gucs("enabled")
-    psql("TRUNCATE webhooks.deliveries")
+    truncate_queue()
 
-    # -----------------------------------------------------------------------
+    summary(res)
+    log("\nbenchmark took %.0f s" % (time.time() - t_start))
+    if ENV.get("RESULTS_JSON"):
+        with open(ENV["RESULTS_JSON"], "w") as f:
+            json.dump(res, f, indent=1)
+
+
+def summary(res):
     log("\n== summary: medians of %d runs (%s) ==" % (RUNS, res["date"]))
     rows = []
 
-    def row(name, value, target, ok):
+    def row(name, value, target="", ok=None):
         rows.append((name, value, target, "" if ok is None else ("ok" if ok else "MISSED")))
 
-    for conc in CONCURRENCY:
-        rs = res["throughput"][conc]
+    for cfg in CONFIGS:
+        name = cfg_name(cfg)
+        rs = res["throughput"][name]
+        ncrash = len(res["crashes"].get(name, []))
+        nstall = len(res["stalls"].get(name, []))
+        label = "throughput %s%s" % (name, " (defaults)" if cfg == (64, 32) else "")
+        trouble = ", ".join(x for x in (("worker CRASHED in %d of %d runs" % (ncrash, RUNS)) if ncrash else "",
+                                        ("delivery STALLED in %d of %d runs" % (nstall, RUNS)) if nstall else "")
+                            if x)
+        if not rs:
+            row(label, trouble, ">= %d /s" % TARGET_TPUT, False)
+            continue
         tput = med([r["deliveries_per_s"] for r in rs])
-        ceiling = med(res["wrk"][conc])
-        row("throughput, max_concurrency %d" % conc, "%.0f deliveries/s" % tput, ">= %d /s" % TARGET_TPUT,
-            tput >= TARGET_TPUT)
-        row("  drain time of %d events" % EVENTS, "%.2f s" % med([r["drain_s"] for r in rs]), "", None)
-        row("  worker CPU", "%.2f s (%.1f us/delivery)" % (med([r["worker_cpu_s"] for r in rs]),
-                                                          med([r["worker_cpu_s"] for r in rs]) / EVENTS * 1e6), "", None)
-        row("  nginx worker CPU", "%.2f s" % med([r["nginx_cpu_s"] for r in rs]), "", None)
-        row("  sink ceiling (wrk -c%d)" % conc, "%.0f requests/s" % ceiling, "", None)
-        row("  fraction of the ceiling", "%.0f %%" % (100 * tput / ceiling), "", None)
-        anon_growth = med([r["worker_anon_kb_end"] - r["worker_anon_kb_start"] for r in rs])
-        anon_peak = med([r["worker_anon_kb_max"] - r["worker_anon_kb_start"] for r in rs])
-        row("  worker VmHWM", "%.0f MB" % (med([r["worker_vmhwm_kb"] for r in rs]) / 1024), "", None)
-        row("  worker VmRSS start -> max -> end", "%.1f -> %.1f -> %.1f MB" % (
-            med([r["worker_rss_kb_start"] for r in rs]) / 1024, med([r["worker_rss_kb_max"] for r in rs]) / 1024,
-            med([r["worker_rss_kb_end"] for r in rs]) / 1024), "", None)
-        row("  worker private (RssAnon) growth", "peak +%.0f kB, end +%.0f kB" % (anon_peak, anon_growth),
-            "flat", anon_growth < 1024)
-    for kind, label in (("alone", "latency alone"), ("slow", "latency, 3 s endpoint busy")):
+        row(label, "%.0f deliveries/s%s" % (tput, (" (%s)" % trouble) if trouble else ""),
+            ">= %d /s" % TARGET_TPUT, tput >= TARGET_TPUT and not trouble)
+        row("  drain time of %d events" % EVENTS, "%.2f s" % med([r["drain_s"] for r in rs]))
+        wcpu = med([r["worker_cpu_s"] for r in rs])
+        row("  worker CPU", "%.2f s (%.0f us/delivery)" % (wcpu, wcpu / EVENTS * 1e6))
+        row("  nginx worker CPU", "%.2f s" % med([r["nginx_cpu_s"] for r in rs]))
+        row("  transactions committed (approx.)", "%.0f (%.0f deliveries each)" % (
+            med([r["transactions"] for r in rs]), EVENTS / max(1, med([r["transactions"] for r in rs]))))
+        ceiling = med(res["wrk"].get(cfg[0], [])) if res["wrk"].get(cfg[0]) else None
+        if ceiling:
+            row("  sink ceiling, wrk -c%d" % cfg[0], "%.0f requests/s" % ceiling)
+            row("  our fraction of the ceiling", "%.0f %%" % (100 * tput / ceiling))
+        row("  worker VmHWM (peak RSS)", "%.0f MB" % (med([r["worker_vmhwm_kb"] for r in rs]) / 1024))
+        row("  worker VmRSS start -> end", "%.0f -> %.0f MB" % (
+            med([r["worker_rss_kb_start"] for r in rs]) / 1024, med([r["worker_rss_kb_end"] for r in rs]) / 1024))
+        growth = med([r["worker_anon_kb_end"] - r["worker_anon_kb_start"] for r in rs])
+        late = med([r["worker_anon_kb_end"] - r["worker_anon_kb_q1"] for r in rs])
+        row("  worker private memory (RssAnon), whole drain", "%+.1f MB (%.2f kB/delivery)" % (growth / 1024,
+                                                                                            growth / EVENTS))
+        row("  RssAnon growth after the first quarter", "%+.1f MB" % (late / 1024), "flat (< 2 MB)", late < 2048)
+    for kind, label in (("h1_alone", "latency HTTP/1.1 alone"), ("h1_slow", "latency HTTP/1.1, 3 s endpoint busy"),
+                        ("h2_alone", "latency HTTP/2 alone"), ("h2_slow", "latency HTTP/2, 3 s endpoint busy")):
         rs = res["latency"][kind]
         p50 = med([r["p50_ms"] for r in rs])
         p99 = med([r["p99_ms"] for r in rs])
@@ -476,44 +779,61 @@ def main():
     row("enqueue, statement trigger", "x%.2f (%.0f ms vs %.0f ms)" % (sr, med([r["stmt_ms"] for r in rs]),
                                                                     med([r["plain_ms"] for r in rs])),
         "< x%.1f" % TARGET_RATIO, sr < TARGET_RATIO)
-    row("enqueue, row trigger", "x%.2f (%.0f ms)" % (rr, med([r["row_ms"] for r in rs])), "", None)
+    row("enqueue, row trigger", "x%.2f (%.0f ms)" % (rr, med([r["row_ms"] for r in rs])))
 
-    w = [max(len(r[i]) for r in rows) for i in range(3)]
-    log("%-*s  %-*s  %-*s  %s" % (w[0], "figure", w[1], "median", w[2], "target", ""))
-    log("%s  %s  %s  %s" % ("-" * w[0], "-" * w[1], "-" * w[2], "------"))
+    w = [max(len(r[i]) for r in rows + [("figure", "median", "target")]) for i in range(3)]
+    log("%-*s  %-*s  %-*s  %s" % (w[0], "figure", w[1], "median", w[2], "target", "verdict"))
+    log("%s  %s  %s  %s" % ("-" * w[0], "-" * w[1], "-" * w[2], "-------"))
     for r in rows:
         log("%-*s  %-*s  %-*s  %s" % (w[0], r[0], w[1], r[1], w[2], r[2], r[3]))
 
     log("\n== raw per-run figures ==")
-    for conc in CONCURRENCY:
-        log("throughput c=%d deliveries/s: %s" % (conc, [r["deliveries_per_s"] for r in res["throughput"][conc]]))
-        log("  drain s: %s  worker CPU s: %s  nginx CPU s: %s  system busy s: %s" % (
-            [r["drain_s"] for r in res["throughput"][conc]], [r["worker_cpu_s"] for r in res["throughput"][conc]],
-            [r["nginx_cpu_s"] for r in res["throughput"][conc]], [r["system_busy_s"] for r in res["throughput"][conc]]))
-        log("  worker VmHWM kB: %s  RSS kB start/max/end: %s  RssAnon kB start/max/end: %s" % (
-            [r["worker_vmhwm_kb"] for r in res["throughput"][conc]],
-            ["%d/%d/%d" % (r["worker_rss_kb_start"], r["worker_rss_kb_max"], r["worker_rss_kb_end"])
-             for r in res["throughput"][conc]],
-            ["%d/%d/%d" % (r["worker_anon_kb_start"], r["worker_anon_kb_max"], r["worker_anon_kb_end"])
-             for r in res["throughput"][conc]]))
-        log("  connections to nginx: %s  insert s: %s" % (
-            [r["client_connections_to_nginx"] for r in res["throughput"][conc]],
-            [r["insert_s"] for r in res["throughput"][conc]]))
+    for cfg in CONFIGS:
+        name = cfg_name(cfg)
+        rs = res["throughput"][name]
+        if res["crashes"].get(name):
+            log("throughput %s: worker crashes: %s" % (name, res["crashes"][name]))
+        if res["stalls"].get(name):
+            log("throughput %s: stalls: %s" % (name, res["stalls"][name]))
+        if not rs:
+            continue
+        log("throughput %s deliveries/s: %s" % (name, [r["deliveries_per_s"] for r in rs]))
+        log("  drain s: %s  worker CPU s: %s  nginx CPU s: %s  machine busy CPU s: %s  of which foreign: %s" % (
+            [r["drain_s"] for r in rs], [r["worker_cpu_s"] for r in rs],
+            [r["nginx_cpu_s"] for r in rs], [r["system_busy_s"] for r in rs], [r["foreign_cpu_s"] for r in rs]))
+        log("  failed attempts (retried): %s" % ["%d%s" % (r["failed_attempts"], (" (" + r["failure_kinds"] + ")")
+                                                          if r["failure_kinds"] else "") for r in rs])
+        log("  worker VmHWM kB: %s  VmRSS kB start/max/end: %s" % (
+            [r["worker_vmhwm_kb"] for r in rs],
+            ["%d/%d/%d" % (r["worker_rss_kb_start"], r["worker_rss_kb_max"], r["worker_rss_kb_end"]) for r in rs]))
+        log("  RssAnon kB start/after 1st quarter/max/end: %s  RssShmem kB end: %s" % (
+            ["%d/%d/%d/%d" % (r["worker_anon_kb_start"], r["worker_anon_kb_q1"], r["worker_anon_kb_max"],
+                              r["worker_anon_kb_end"]) for r in rs],
+            [r["worker_shmem_kb_end"] for r in rs]))
+        log("  transactions committed during the run (worker's, plus about %d of the benchmark's): %s" % (
+            4 * max(r["drain_s"] for r in rs) + 10, [r["transactions"] for r in rs]))
+        log("  connections to nginx: %s  insert+commit s: %s  first claim after commit ms: %s" % (
+            [r["max_connections_to_nginx"] for r in rs], [r["insert_s"] for r in rs],
+            [r["first_claim_after_commit_ms"] for r in rs]))
+    for conc in WRK_CONCURRENCY:
         log("wrk -c%d requests/s: %s" % (conc, [round(x) for x in res["wrk"][conc]]))
-    for kind in ("alone", "slow"):
-        log("latency %s p50/p99/max ms: %s" % (kind, ["%.2f/%.2f/%.2f" % (r["p50_ms"], r["p99_ms"], r["max_ms"])
-                                                    for r in res["latency"][kind]]))
-        if kind == "slow":
+    for kind in ("h1_alone", "h1_slow", "h2_alone", "h2_slow"):
+        log("latency %s p50/p90/p99/max ms: %s" % (kind, ["%.2f/%.2f/%.2f/%.2f" % (
+            r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"]) for r in res["latency"][kind]]))
+        log("  median segments commit->claim / claim->arrival / arrival->recorded ms: %s" % (
+            ["%.2f/%.2f/%.2f" % tuple(r["median_segments_ms"][k] for k in
+                                      ("commit_to_claim", "claim_to_arrival", "arrival_to_recorded"))
+             for r in res["latency"][kind]]))
+        if kind.startswith("h1"):
+            log("  new connections opened: %s" % [r["new_connections"] for r in res["latency"][kind]])
+        if kind.endswith("slow"):
             log("  slow requests in flight before/after, slow events sent: %s" % (
                 ["%s/%s, %s" % (r["slow_in_flight"].get("before"), r["slow_in_flight"].get("after"),
                                 r["slow_in_flight"].get("slow_events_sent")) for r in res["latency"][kind]]))
     log("enqueue plain/stmt/row ms: %s" % (["%.0f/%.0f/%.0f" % (r["plain_ms"], r["stmt_ms"], r["row_ms"])
                                              for r in res["enqueue"]]))
     log("enqueue ratios stmt/row: %s" % (["%.2f/%.2f" % (r["stmt_ratio"], r["row_ratio"]) for r in res["enqueue"]]))
-    log("\nbenchmark took %.0f s" % (time.time() - t_start))
-    if ENV.get("RESULTS_JSON"):
-        with open(ENV["RESULTS_JSON"], "w") as f:
-            json.dump(res, f, indent=1)
+    log("CPU used by processes outside the benchmark, per section (CPU s, wall s): %s" % res.get("foreign_cpu"))
 
 
 if __name__ == "__main__":

@@ -1,30 +1,46 @@
 #!/usr/bin/env bash
 # test/bench/run.sh: the webhooks benchmark (not part of the test suite).
 #
-#   bash test/bench/run.sh                 # RUNS=3 by default
-#   RUNS=5 CONCURRENCY="64 256" bash test/bench/run.sh
+#   bash test/bench/run.sh                       # RUNS=3: about 8-10 minutes
+#   RUNS=5 CONFIGS="64/32 64/64" bash test/bench/run.sh
 #
 # Builds and installs the extension, then in a throwaway directory sets up
 #   - a PostgreSQL 15 cluster preloading the library (as the postgres user
-#     when run as root),
+#     when run as root), fsync on, shared_buffers 512MB, restart_after_crash off,
 #   - nginx (Debian's nginx-light) on 127.0.0.1 as a keep-alive HTTPS sink
-#     answering 200 "ok" to every POST, HTTP/1.1 and HTTP/2, worker_processes 1,
-#   - test/receiver.py on 127.0.0.1 for the latency runs (it stamps each
-#     request with its arrival time),
-#   - the libpq client test/bench/pgclient.c,
+#     answering 200 "ok" to every POST, HTTP/1.1 and HTTP/2 (ALPN),
+#     worker_processes 1 (2 cores: one for nginx, one for the worker; both
+#     share them with PostgreSQL's other processes), keepalive_requests 100000;
+#     a second server block logs each request's time for the HTTP/2 latency runs,
+#   - test/bench/lat_sink.py on 127.0.0.1 for the HTTP/1.1 latency runs: a
+#     small asyncio HTTPS server that stamps each request with its arrival
+#     time and answers in one write (test/receiver.py answers in two writes,
+#     and the Nagle / delayed-ACK stall that follows, about 40 ms, would be
+#     measured as the extension's latency),
+#   - the libpq client test/bench/pgclient.c (timed commits),
 # and runs test/bench/bench.py, which measures and prints medians of RUNS runs:
-#   1. throughput: 100,000 events committed in one transaction (statement
-#      trigger), commit -> last recorded delivered, at each max_concurrency;
-#      worker CPU seconds and memory (VmHWM, VmRSS / RssAnon sampled every 100 ms)
-#   2. the sink's own ceiling with wrk at the same concurrency
-#   3. latency commit -> arrival, p50/p99 over 200 back-to-back events, alone
-#      and while another webhook's endpoint takes 3 s per request
-#   4. enqueue cost of the statement and row triggers vs a plain INSERT
-# Everything is removed at the end (trap EXIT).  About 10 minutes with RUNS=3.
+#   1. throughput: 100,000 events committed in one INSERT ... SELECT under the
+#      statement trigger, commit -> max(finished_at) of the deliveries, for each
+#      webhooks.max_concurrency/max_concurrency_per_webhook pair in CONFIGS;
+#      worker CPU seconds (/proc/PID/stat) and memory (VmHWM; VmRSS, RssAnon
+#      sampled every 100 ms) of a freshly restarted worker per run.  A worker
+#      crash or a stalled queue is recorded, the cluster recovered, and the
+#      benchmark goes on.
+#   2. the sink's own ceiling: wrk -t1 -cN -d10s -s post.lua (HTTP/1.1)
+#   3. latency commit -> arrival over 200 back-to-back events, to an HTTP/1.1
+#      receiver (lat_sink.py) and to an HTTP/2 one (nginx), alone and while
+#      another webhook's endpoint takes 3 s per request (about 20 in flight)
+#   4. enqueue cost: INSERT of 100,000 rows under the statement trigger and
+#      under the row trigger, vs the same INSERT without trigger
+#      (webhooks.enabled = off, a webhook active for the event type)
+# then a summary table beside the targets, and the raw per-run figures.
+# Everything is removed at the end (trap EXIT).
 #
-# Environment: RUNS (3), EVENTS (100000), CONCURRENCY ("64 256"),
-# LAT_EVENTS (200), WRK_SECONDS (10), RESULTS_JSON (a path to keep the raw
-# figures as JSON), KEEP=1 (keep the directory, for post-mortems),
+# Environment: RUNS (3), EVENTS (100000), CONFIGS ("64/32 256/32 64/64 256/256":
+# webhooks.max_concurrency/webhooks.max_concurrency_per_webhook; 64/32 is the
+# default), WRK_CONCURRENCY ("64 256"), LAT_EVENTS (200), WRK_SECONDS (10),
+# DRAIN_TIMEOUT (300 s per throughput run), RESULTS_JSON (a path to keep the
+# raw figures as JSON), KEEP=1 (keep the directory, for post-mortems),
 # BENCH_CMD (run this instead of bench.py in the set-up, e.g. BENCH_CMD=bash).
 set -euo pipefail
 
@@ -35,11 +51,17 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 [ -x "$PYTHON" ] || PYTHON=python3
 
 echo "== set-up =="
+echo "source: $(git -C "$top" log -1 --format='%h %s' 2>/dev/null || echo '(no git)')$(git -C "$top" status --porcelain -- src sql 2>/dev/null | grep -q . && echo ', plus uncommitted changes in src/ or sql/')"
 bash "$top/test/setup.sh"
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 make -s -C "$top" >/dev/null
 $SUDO make -s -C "$top" install >/dev/null
+if nm -D "$($PGBIN/pg_config --pkglibdir)/webhooks.so" 2>/dev/null | grep -q __asan_; then
+	echo "the installed webhooks.so is built with AddressSanitizer: its figures would mean nothing" >&2
+	echo "(rebuild without it: make clean && make && make install)" >&2
+	exit 1
+fi
 
 tmp=$(mktemp -d /tmp/webhooks-bench.XXXXXX)
 chmod 755 "$tmp"
@@ -91,8 +113,9 @@ gcc -O2 -Wall -o "$tmp/pgclient" "$here/pgclient.c" -I"$($PGBIN/pg_config --incl
 
 # nginx sink
 nginx_port=$(free_port)
+nginx_lat_port=$(free_port)
 mkdir -p "$tmp/nginx"
-sed -e "s|@DIR@|$tmp/nginx|g" -e "s|@PORT@|$nginx_port|g" \
+sed -e "s|@DIR@|$tmp/nginx|g" -e "s|@PORT@|$nginx_port|g" -e "s|@LATPORT@|$nginx_lat_port|g" \
 	-e "s|@CERT@|$tmp/certs/server.crt|g" -e "s|@KEY@|$tmp/certs/server.key|g" \
 	"$here/nginx.conf.in" >"$tmp/nginx/nginx.conf"
 nginx -t -q -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" -e "$tmp/nginx/nginx-error.log"
@@ -105,12 +128,12 @@ done
 echo "nginx $(nginx -v 2>&1 | sed 's/.*\///') on https://127.0.0.1:$nginx_port/ (worker_processes 1)," \
 	"protocol negotiated by curl: $(curl -s --cacert "$tmp/certs/ca.crt" -o /dev/null -w '%{http_version}' -X POST -d x "https://127.0.0.1:$nginx_port/")"
 
-# the receiver for latency runs
-"$PYTHON" "$top/test/receiver.py" --cert "$tmp/certs/server.crt" --key "$tmp/certs/server.key" \
-	--port-file "$tmp/receiver.port" --log "$tmp/receiver.jsonl" --exit-with-parent 2>"$tmp/receiver.err" &
+# the latency sink: stamps each request's arrival, answers in one write
+"$PYTHON" "$here/lat_sink.py" --cert "$tmp/certs/server.crt" --key "$tmp/certs/server.key" \
+	--port-file "$tmp/sink.port" --log "$tmp/sink.jsonl" 2>"$tmp/sink.err" &
 receiver_pid=$!
-for _ in $(seq 100); do [ -s "$tmp/receiver.port" ] && break; sleep 0.05; done
-[ -s "$tmp/receiver.port" ] || { echo "receiver did not start" >&2; exit 1; }
+for _ in $(seq 100); do [ -s "$tmp/sink.port" ] && break; sleep 0.05; done
+[ -s "$tmp/sink.port" ] || { echo "latency sink did not start" >&2; cat "$tmp/sink.err" >&2; exit 1; }
 
 # the cluster
 mkdir "$tmp/sock"
@@ -126,10 +149,16 @@ shared_preload_libraries = 'webhooks'
 webhooks.database_name = 'bench'
 webhooks.ca_file = '$tmp/certs/ca.crt'
 webhooks.allow_private_targets = on
-webhooks.retry_schedule = '2s, 5s'
+# a short first retry: about 1 request in 30,000 to nginx over HTTP/2 fails
+# with libcurl error 92 (see RESULTS.md); its retry should not add seconds
+# to a drain time
+webhooks.retry_schedule = '250ms, 1s, 5s'
 shared_buffers = 512MB
 max_wal_size = 8GB
 checkpoint_timeout = 30min
+# a crashing worker would otherwise restart the cluster in a loop; bench.py
+# notices, records the crash and starts the cluster again
+restart_after_crash = off
 EOF
 as_pg "$PGBIN/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w start >/dev/null
 pg_started=1
@@ -137,8 +166,10 @@ echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') in $tmp/data 
 
 export BENCH_TMP=$tmp BENCH_SOCK=$tmp/sock BENCH_PSQL=$PGBIN/psql BENCH_PGCLIENT=$tmp/pgclient \
 	BENCH_NGINX_URL="https://127.0.0.1:$nginx_port/" BENCH_NGINX_PID=$nginx_pid \
-	BENCH_RECEIVER_URL="https://127.0.0.1:$(cat "$tmp/receiver.port")" BENCH_RECEIVER_LOG=$tmp/receiver.jsonl \
-	BENCH_LUA=$here/post.lua
+	BENCH_NGINX_LAT_URL="https://127.0.0.1:$nginx_lat_port/" BENCH_NGINX_LAT_LOG=$tmp/nginx/lat.log \
+	BENCH_RECEIVER_URL="https://127.0.0.1:$(cat "$tmp/sink.port")" BENCH_RECEIVER_LOG=$tmp/sink.jsonl \
+	BENCH_LUA=$here/post.lua BENCH_PGDATA=$tmp/data BENCH_PGCTL=$PGBIN/pg_ctl BENCH_SINK_PID=$receiver_pid \
+	BENCH_AS_PG=$([ "$(id -u)" = 0 ] && echo "runuser -u postgres --" || true)
 if [ -n "${BENCH_CMD:-}" ]; then
 	# development aid: run something else in the set-up (e.g. BENCH_CMD=bash)
 	export BENCH_ENV_FILE=$tmp/env
