@@ -75,7 +75,7 @@
 #define FLUSH_MAX_RESULTS 512
 /* finished but unrecorded results held at most (claims pause above half) */
 #define MAX_FINISHED (2 * 1024 + 10000)
-#define FLUSH_DELAY_MS 5
+#define FLUSH_DELAY_MS 2
 #define MAINTENANCE_INTERVAL_MS (60 * 1000)
 #define IDLE_CHECK_MS (5 * 1000)
 #define PRUNE_BATCH 1000
@@ -1005,7 +1005,7 @@ want_claim(void)
 
 	return extension_present && wh_enabled && maybe_work && free_slots > 0 &&
 		nfinished + wh_max_concurrency < MAX_FINISHED / 2 &&
-		(in_flight == 0 || free_slots >= Max(1, wh_max_concurrency / 8));
+		(in_flight == 0 || free_slots >= Max(1, wh_max_concurrency / 4));
 }
 
 static void
