@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# test/setup.sh: install what building, testing, the demo and the benchmark
-# need on a fresh Debian 12 machine.  Idempotent: installs only what is
-# missing, and runs apt-get update only then.
+# test/setup.sh [--bench]: install what building, testing and the demo need
+# on a fresh Debian 12 machine (with --bench, also the benchmark's nginx and
+# wrk).  Idempotent: installs only what is missing, and runs apt-get update
+# only then.
 set -euo pipefail
 
 packages=(
@@ -14,8 +15,10 @@ packages=(
 	python3                      # the HTTPS test receiver (standard library only)
 	openssl curl                 # the test CA; smoke checks
 	clang-14 libclang-rt-14-dev  # libFuzzer for the URL validator's fuzz target
-	nginx-light wrk              # benchmark sink and load tool
 )
+if [ "${1:-}" = "--bench" ]; then
+	packages+=(nginx-light wrk)  # benchmark sink and load tool
+fi
 
 missing=()
 for p in "${packages[@]}"; do

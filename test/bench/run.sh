@@ -52,7 +52,7 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 
 echo "== set-up =="
 echo "source: $(git -C "$top" log -1 --format='%h %s' 2>/dev/null || echo '(no git)')$(git -C "$top" status --porcelain -- src sql 2>/dev/null | grep -q . && echo ', plus uncommitted changes in src/ or sql/')"
-bash "$top/test/setup.sh"
+bash "$top/test/setup.sh" --bench
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 make -s -C "$top" >/dev/null
