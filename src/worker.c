@@ -195,7 +195,7 @@ prepare_plans(void)
 {
 	Oid			t_cand[2] = {INT4OID, INT8ARRAYOID};
 	Oid			t_claim[2] = {INT8ARRAYOID, INT4OID};
-	Oid			t_hold[2] = {INT8ARRAYOID, INT8ARRAYOID};
+	Oid			t_hold[1] = {INT8ARRAYOID};
 	Oid			t_record[6] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
 	TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
 	Oid			t_log[11] = {TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT4ARRAYOID,
@@ -234,19 +234,11 @@ prepare_plans(void)
 						   "               THEN w.previous_secret END, "
 						   "          w.auth_token, w.headers",
 						   2, t_claim);
-	/* rows whose webhook is inactive are held; orphans (webhook gone) die */
+	/* due rows of an inactive webhook (a race with its deactivation) are held */
 	plan_hold = keep_plan(
-						  "WITH h AS (UPDATE webhooks.deliveries SET state = 'held' "
-						  "            WHERE id = ANY ($1) AND state = 'pending'), "
-						  "     o AS (UPDATE webhooks.deliveries SET state = 'dead', "
-						  "                  finished_at = pg_catalog.now(), lease_until = NULL, "
-						  "                  last_error = 'webhook no longer exists' "
-						  "            WHERE id = ANY ($2) AND state = 'pending' RETURNING *) "
-						  "INSERT INTO webhooks.webhook_logs (webhook_id, error_content, webhook_payload, "
-						  "       delivery_id, attempt, outcome) "
-						  "SELECT o.webhook_id, 'webhook no longer exists', "
-						  "       webhooks._json_or_null(o.body), o.id, o.attempts, 'dead' FROM o",
-						  2, t_hold);
+						  "UPDATE webhooks.deliveries SET state = 'held' "
+						  " WHERE id = ANY ($1) AND state = 'pending'",
+						  1, t_hold);
 	/* webhooks with every slot taken are skipped: their completions wake us */
 	plan_next_due = keep_plan(
 							  "SELECT min(x.t) FROM webhooks.webhooks w "
@@ -444,10 +436,8 @@ claim(int room)
 	int			ncand;
 	Datum	   *pick;
 	Datum	   *held;
-	Datum	   *orphans;
 	int			npick = 0,
-				nheld = 0,
-				norphans = 0;
+				nheld = 0;
 	int			i;
 	int			lease_s;
 	/* not in SPI's memory: it must outlive SPI_finish() */
@@ -484,7 +474,6 @@ claim(int room)
 
 	pick = palloc(sizeof(Datum) * (ncand + 1));
 	held = palloc(sizeof(Datum) * (ncand + 1));
-	orphans = palloc(sizeof(Datum) * (ncand + 1));
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(WebhookSlot);
@@ -500,9 +489,7 @@ claim(int room)
 		int64		webhook_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		Datum		active = SPI_getbinval(tup, desc, 3, &isnull);
 
-		if (isnull)
-			orphans[norphans++] = id;
-		else if (!DatumGetBool(active))
+		if (!DatumGetBool(active))
 			held[nheld++] = id;
 		else
 		{
@@ -523,10 +510,9 @@ claim(int room)
 		}
 	}
 
-	if (nheld > 0 || norphans > 0)
+	if (nheld > 0)
 	{
 		args[0] = make_array(held, NULL, nheld, INT8OID);
-		args[1] = make_array(orphans, NULL, norphans, INT8OID);
 		if (SPI_execute_plan(plan_hold, args, NULL, false, 0) < 0)
 			elog(ERROR, "could not hold deliveries of inactive webhooks");
 	}
