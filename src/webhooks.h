@@ -39,6 +39,7 @@ extern bool wh_enabled;
 extern char *wh_ca_file;
 extern char *wh_dns_overrides;
 extern bool wh_allow_private_targets;
+extern bool wh_http2;
 extern char *wh_retry_schedule;
 extern int	wh_connect_timeout_ms;
 extern int	wh_request_timeout_ms;

@@ -41,7 +41,8 @@
 # default), WRK_CONCURRENCY ("64 256"), LAT_EVENTS (200), WRK_SECONDS (10),
 # DRAIN_TIMEOUT (300 s per throughput run), RESULTS_JSON (a path to keep the
 # raw figures as JSON), KEEP=1 (keep the directory, for post-mortems),
-# BENCH_CMD (run this instead of bench.py in the set-up, e.g. BENCH_CMD=bash).
+# BENCH_CMD (run this instead of bench.py in the set-up, e.g. BENCH_CMD=bash),
+# EXTRA_CONF (lines added to postgresql.conf, e.g. EXTRA_CONF="webhooks.http2 = off").
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -159,6 +160,7 @@ checkpoint_timeout = 30min
 # a crashing worker would otherwise restart the cluster in a loop; bench.py
 # notices, records the crash and starts the cluster again
 restart_after_crash = off
+${EXTRA_CONF:-}
 EOF
 as_pg "$PGBIN/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w start >/dev/null
 pg_started=1
