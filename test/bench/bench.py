@@ -10,6 +10,7 @@ medians beside the targets, then the raw per-run figures.
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import threading
@@ -40,6 +41,7 @@ WRK_CONCURRENCY = [int(c) for c in ENV.get("WRK_CONCURRENCY", "64 256").split()]
 LAT_EVENTS = int(ENV.get("LAT_EVENTS", "200"))
 WRK_SECONDS = int(ENV.get("WRK_SECONDS", "10"))
 DRAIN_TIMEOUT = int(ENV.get("DRAIN_TIMEOUT", "300"))
+SECTIONS = ENV.get("SECTIONS", "throughput wrk latency enqueue").split()
 SLOW_MS = 3000
 SLOW_INTERVAL_MS = 150          # one slow event every 150 ms: about 20 in flight at 3 s each
 DB = "bench"
@@ -370,6 +372,18 @@ def throughput_run(conc):
     cpu0, ncpu0, sys0, own0 = cpu_s(wpid), cpu_s(npid), system_busy_s(), own_cpu_s()
     sampler = Sampler(wpid)
     sampler.start()
+    perf = None
+    if ENV.get("PERF_DIR"):
+        # development aid: profile the worker during the drain (perf record -g)
+        if ENV.get("PERF_STAT"):
+            # syscall counts instead of a profile
+            perf = subprocess.Popen(["perf", "stat", "-e", ENV["PERF_STAT"], "-p", str(wpid), "-o",
+                                     os.path.join(ENV["PERF_DIR"], "stat-%d.txt" % wpid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        else:
+            perf = subprocess.Popen(["perf", "record", "--call-graph", "dwarf,16384", "-F", "397", "-q", "-p",
+                                     str(wpid), "-o", os.path.join(ENV["PERF_DIR"], "perf-%d.data" % wpid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t_ins = time.time()
     # one autocommit INSERT; the statement trigger enqueues all rows; the
     # client reads its clock right after the commit returns
@@ -403,6 +417,9 @@ def throughput_run(conc):
         time.sleep(0.25)
     sampler.stop.set()
     sampler.join()
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
     crashes = crash_lines(logpos)
     if crashes or not server_up():
         raise Crash("; ".join(crashes) or "server down")
@@ -641,7 +658,7 @@ def main():
     for cfg in CONFIGS:
         name = cfg_name(cfg)
         res["throughput"][name] = []
-        for i in range(RUNS):
+        for i in range(RUNS if "throughput" in SECTIONS else 0):
             set_gucs(max_concurrency=cfg[0], max_concurrency_per_webhook=cfg[1])
             try:
                 r, samples = throughput_run(cfg[0])
@@ -678,7 +695,7 @@ def main():
     mark = cpu_mark()
     for conc in WRK_CONCURRENCY:
         res["wrk"][conc] = []
-        for i in range(RUNS):
+        for i in range(RUNS if "wrk" in SECTIONS else 0):
             rps = wrk_run(conc)
             res["wrk"][conc].append(rps)
             log("  -c%d run %d: %.0f requests/s" % (conc, i + 1, rps))
@@ -687,9 +704,10 @@ def main():
     log("\n== 3. latency: commit -> arrival, %d events back to back, defaults (64/32) ==" % LAT_EVENTS)
     log("  h1: HTTP/1.1 to lat_sink.py (arrival stamped when the body is read, microseconds)")
     log("  h2: HTTP/2 to nginx (arrival = nginx's $msec when it logs the request: milliseconds, cached clock)")
-    fresh_worker()
+    if "latency" in SECTIONS:
+        fresh_worker()
     mark = cpu_mark()
-    for i in range(RUNS):
+    for i in range(RUNS if "latency" in SECTIONS else 0):
         for target in ("h1", "h2"):
             for slow in (False, True):
                 r = latency_run(target, slow)
@@ -710,14 +728,15 @@ def main():
     log("\n== 4. enqueue cost: INSERT of %d rows, webhooks.enabled = off ==" % EVENTS)
     set_gucs(enabled="off")
     mark = cpu_mark()
-    for i in range(RUNS):
+    for i in range(RUNS if "enqueue" in SECTIONS else 0):
         r = enqueue_run()
         res["enqueue"].append(r)
         log("  run %d: plain %.0f ms, statement trigger %.0f ms (x%.2f), row trigger %.0f ms (x%.2f)"
             % (i + 1, r["plain_ms"], r["stmt_ms"], r["stmt_ratio"], r["row_ms"], r["row_ratio"]))
     foreign_report(res, "enqueue", mark)
     reset_gucs("enabled")
-    truncate_queue()
+    if "enqueue" in SECTIONS:
+        truncate_queue()
 
     summary(res)
     log("\nbenchmark took %.0f s" % (time.time() - t_start))

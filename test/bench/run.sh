@@ -115,7 +115,8 @@ gcc -O2 -Wall -o "$tmp/pgclient" "$here/pgclient.c" -I"$($PGBIN/pg_config --incl
 # nginx sink
 nginx_port=$(free_port)
 nginx_lat_port=$(free_port)
-mkdir -p "$tmp/nginx"
+mkdir -p "$tmp/nginx/www"
+echo ok >"$tmp/nginx/www/index.html"
 sed -e "s|@DIR@|$tmp/nginx|g" -e "s|@PORT@|$nginx_port|g" -e "s|@LATPORT@|$nginx_lat_port|g" \
 	-e "s|@CERT@|$tmp/certs/server.crt|g" -e "s|@KEY@|$tmp/certs/server.key|g" \
 	"$here/nginx.conf.in" >"$tmp/nginx/nginx.conf"
