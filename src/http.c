@@ -26,6 +26,8 @@
  */
 #include "webhooks.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "mb/pg_wchar.h"
@@ -37,12 +39,14 @@
 #define WH_MAX_RESPONSE_HEADER_BYTES (64 * 1024)
 #define WH_LOW_SPEED_TIME_S 10
 #define WH_DEFAULT_CAPATH "/etc/ssl/certs"
+#define WH_POOL_SIZE 1024
 
 typedef struct EngineSocket
 {
 	curl_socket_t fd;
 	int			what;			/* CURL_POLL_IN / OUT / INOUT */
 	int			pos;			/* position in the wait event set, -1 if none */
+	bool		corked;			/* TCP_CORK set by engine_cork() */
 } EngineSocket;
 
 struct WhEngine
@@ -61,8 +65,10 @@ struct WhEngine
 	int			running;
 	int			active;			/* requests added and not yet returned */
 	dlist_head	requests;		/* those requests */
-	CURL	  **pool;			/* idle easy handles for reuse */
+	CURL	  **pool;			/* idle easy handles for reuse, a FIFO ring */
+	int			pool_head;		/* oldest idle handle */
 	int			npool;
+	char	   *pool_settings;	/* the settings the pooled handles were set up with */
 	MemoryContextCallback cleanup;
 };
 
@@ -102,6 +108,13 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 	{
 		if (i < engine->nsocks)
 		{
+			if (engine->socks[i].corked)
+			{
+				/* never leave data held back in a socket we stop watching */
+				int			off = 0;
+
+				(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof(off));
+			}
 			engine->socks[i] = engine->socks[engine->nsocks - 1];
 			engine->nsocks--;
 			engine->wes_dirty = true;
@@ -125,6 +138,7 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		engine->socks[i].fd = fd;
 		engine->socks[i].what = what;
 		engine->socks[i].pos = -1;
+		engine->socks[i].corked = false;
 		engine->nsocks++;
 		engine->wes_dirty = true;
 	}
@@ -266,11 +280,62 @@ free_request_lists(WhRequest *req)
 	req->resolve = NULL;
 }
 
+/*
+ * Idle easy handles.  A handle keeps its options between requests, so a
+ * reused one only needs the request's own options (see easy_setup); the
+ * pool is emptied when a setting the options depend on changes.  It is a
+ * FIFO: the handle reused is the one idle longest, never one whose HTTP/2
+ * stream was closed a moment ago.
+ */
+static void
+pool_clear(WhEngine *engine)
+{
+	while (engine->npool > 0)
+	{
+		curl_easy_cleanup(engine->pool[engine->pool_head]);
+		engine->pool_head = (engine->pool_head + 1) % WH_POOL_SIZE;
+		engine->npool--;
+	}
+	engine->pool_head = 0;
+}
+
+static CURL *
+pool_get(WhEngine *engine)
+{
+	CURL	   *easy;
+
+	if (engine->npool == 0)
+		return NULL;
+	easy = engine->pool[engine->pool_head];
+	engine->pool_head = (engine->pool_head + 1) % WH_POOL_SIZE;
+	engine->npool--;
+	return easy;
+}
+
+static void
+pool_put(WhEngine *engine, CURL *easy)
+{
+	if (engine->npool == WH_POOL_SIZE)
+	{
+		curl_easy_cleanup(easy);
+		return;
+	}
+	engine->pool[(engine->pool_head + engine->npool) % WH_POOL_SIZE] = easy;
+	engine->npool++;
+}
+
+/* the settings a handle's constant options come from, as one string */
+static char *
+handle_settings(void)
+{
+	return psprintf("%s|%d|%d|%d", wh_ca_file ? wh_ca_file : "", (int) wh_http2,
+					wh_connect_timeout_ms, wh_request_timeout_ms);
+}
+
 static void
 engine_cleanup(void *arg)
 {
 	WhEngine   *engine = (WhEngine *) arg;
-	int			i;
 
 	if (engine->multi == NULL)
 		return;
@@ -289,9 +354,7 @@ engine_cleanup(void *arg)
 		free_request_lists(req);
 	}
 	engine->active = 0;
-	for (i = 0; i < engine->npool; i++)
-		curl_easy_cleanup(engine->pool[i]);
-	engine->npool = 0;
+	pool_clear(engine);
 	curl_multi_cleanup(engine->multi);
 	engine->multi = NULL;
 	if (engine->wes)
@@ -317,7 +380,7 @@ wh_engine_create(MemoryContext cxt)
 	engine->socks = malloc(engine->maxsocks * sizeof(EngineSocket));
 	if (engine->socks == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	engine->pool = MemoryContextAllocZero(cxt, 1024 * sizeof(CURL *));
+	engine->pool = MemoryContextAllocZero(cxt, WH_POOL_SIZE * sizeof(CURL *));
 	engine->multi = curl_multi_init();
 	if (engine->multi == NULL)
 	{
@@ -353,23 +416,31 @@ wh_engine_running(WhEngine *engine)
 	return engine->active;
 }
 
+/* the options of one request, set on every use of a handle */
 static void
-easy_setup(WhEngine *engine, CURL *easy, WhRequest *req)
+easy_setup_request(CURL *easy, WhRequest *req)
 {
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(easy, CURLOPT_URL, req->url);
-	curl_easy_setopt(easy, CURLOPT_POST, 1L);
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) strlen(req->body));
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, WEBHOOKS_USER_AGENT);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
-	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
-	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
+	curl_easy_setopt(easy, CURLOPT_RESOLVE, req->resolve);
+}
+
+/* the options every request shares, set once per handle */
+static void
+easy_setup_constant(CURL *easy)
+{
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, WEBHOOKS_USER_AGENT);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 
 	/* https only, verified, no redirects, no proxies */
@@ -388,8 +459,6 @@ easy_setup(WhEngine *engine, CURL *easy, WhRequest *req)
 		curl_easy_setopt(easy, CURLOPT_CAINFO, wh_ca_file);
 		curl_easy_setopt(easy, CURLOPT_CAPATH, WH_DEFAULT_CAPATH);
 	}
-	if (req->resolve)
-		curl_easy_setopt(easy, CURLOPT_RESOLVE, req->resolve);
 	if (wh_http2)
 	{
 		curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
@@ -415,6 +484,7 @@ void
 wh_engine_add(WhEngine *engine, WhRequest *req)
 {
 	CURL	   *easy;
+	char	   *settings;
 
 	req->done = false;
 	req->result = CURLE_OK;
@@ -439,22 +509,29 @@ wh_engine_add(WhEngine *engine, WhRequest *req)
 	req->response.len = 0;
 	req->response.data[0] = '\0';
 
-	if (engine->npool > 0)
+	settings = handle_settings();
+	if (engine->pool_settings == NULL || strcmp(settings, engine->pool_settings) != 0)
 	{
-		easy = engine->pool[--engine->npool];
-		curl_easy_reset(easy);
+		/* a reload changed what the pooled handles were set up with */
+		pool_clear(engine);
+		if (engine->pool_settings)
+			pfree(engine->pool_settings);
+		engine->pool_settings = MemoryContextStrdup(engine->cxt, settings);
 	}
-	else
+	pfree(settings);
+	easy = pool_get(engine);
+	if (easy == NULL)
 	{
 		easy = curl_easy_init();
 		if (easy == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("could not create a libcurl handle")));
+		easy_setup_constant(easy);
 	}
 	req->easy = easy;
 	req->resolve = dns_overrides();
-	easy_setup(engine, easy, req);
+	easy_setup_request(easy, req);
 	req->started = GetCurrentTimestamp();
 	if (curl_multi_add_handle(engine->multi, easy) != CURLM_OK)
 	{
@@ -527,6 +604,36 @@ rebuild_wait_set(WhEngine *engine)
 }
 
 /*
+ * Cork (or uncork: push out) the connections while curl works on them.
+ * Over HTTP/2 libcurl writes every frame with its own send(): a request's
+ * HEADERS, then its DATA, each one a trip through the TCP stack.  Corked
+ * while one wake-up's events are handled, the frames of all the requests
+ * started or answered in it leave together when the engine uncorks, at the
+ * end of the same wake-up.  Only a few connections are corked (HTTP/2
+ * multiplexes on few; HTTP/1.1 writes one request in a single send and
+ * has a connection per request, where this would only add system calls).
+ */
+#define WH_CORK_MAX_SOCKETS 8
+
+static void
+engine_cork(WhEngine *engine, bool on)
+{
+	int			i;
+	int			val = on ? 1 : 0;
+
+	if (on && (!wh_http2 || engine->nsocks > WH_CORK_MAX_SOCKETS))
+		return;
+	for (i = 0; i < engine->nsocks; i++)
+	{
+		if (engine->socks[i].corked == on)
+			continue;
+		/* a failure only costs the batching: the data still goes out */
+		(void) setsockopt(engine->socks[i].fd, IPPROTO_TCP, TCP_CORK, &val, sizeof(val));
+		engine->socks[i].corked = on;
+	}
+}
+
+/*
  * Wait up to timeout_ms (-1: no limit other than curl's timers) for the
  * latch, a socket or a curl timer, and let curl progress.  Returns true when
  * the latch was set (it is reset here).
@@ -570,6 +677,7 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 
 	nev = WaitEventSetWait(engine->wes, wait_ms, engine->events, engine->maxevents,
 						   wait_event_info);
+	engine_cork(engine, true);
 	for (i = 0; i < nev; i++)
 	{
 		WaitEvent  *ev = &engine->events[i];
@@ -595,6 +703,7 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 		engine->timer_set = false;
 		curl_multi_socket_action(engine->multi, CURL_SOCKET_TIMEOUT, 0, &engine->running);
 	}
+	engine_cork(engine, false);
 	return latch;
 }
 
@@ -624,10 +733,10 @@ wh_engine_next_done(WhEngine *engine)
 		else
 			req->duration_ms = (GetCurrentTimestamp() - req->started) / 1000.0;
 		curl_multi_remove_handle(engine->multi, easy);
-		if (engine->npool < 1024)
-			engine->pool[engine->npool++] = easy;
-		else
-			curl_easy_cleanup(easy);
+		/* nothing of this request may be used by the handle's next one */
+		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
+		curl_easy_setopt(easy, CURLOPT_RESOLVE, NULL);
+		pool_put(engine, easy);
 		req->easy = NULL;
 		free_request_lists(req);
 		req->done = true;

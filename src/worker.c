@@ -96,6 +96,9 @@ typedef struct WebhookSlot
 {
 	int64		webhook_id;		/* hash key */
 	int			in_flight;
+	bool		more_due;		/* its last claim was cut short by its cap */
+	char	   *valid_url;		/* the target URL last found valid, or NULL */
+	bool		valid_url_private;	/* webhooks.allow_private_targets then */
 } WebhookSlot;
 
 static MemoryContext worker_cxt;
@@ -333,8 +336,22 @@ slot_for(int64 webhook_id)
 	WebhookSlot *s = hash_search(slots, &webhook_id, HASH_ENTER, &found);
 
 	if (!found)
+	{
 		s->in_flight = 0;
+		s->more_due = false;
+		s->valid_url = NULL;
+	}
 	return s;
+}
+
+/*
+ * How many of its slots a capped webhook must have free before it is worth
+ * another claim: refilling in chunks keeps claim transactions few.
+ */
+static int
+refill_quantum(int cap)
+{
+	return Max(1, cap / 2);
 }
 
 /* webhooks with no free slot, to leave out of the next claim */
@@ -349,7 +366,11 @@ saturated_webhooks(void)
 	hash_seq_init(&seq, slots);
 	while ((s = hash_seq_search(&seq)) != NULL)
 		if (s->in_flight >= wh_max_concurrency_per_webhook)
+		{
+			/* left out, so it may have due rows: its completions will tell */
+			s->more_due = true;
 			ids[n++] = Int64GetDatum(s->webhook_id);
+		}
 	return make_array(ids, NULL, n, INT8OID);
 }
 
@@ -365,9 +386,20 @@ precheck(Delivery *d, const char *secret, const char *previous_secret,
 	char		reason[512];
 	JsonLexContext *lex;
 	char	   *problem;
+	WebhookSlot *slot = slot_for(d->req.webhook_id);
 
-	if (wh_url_check(d->req.url, wh_allow_private_targets, NULL, reason, sizeof(reason)) != WH_URL_OK)
-		return psprintf("rejected before sending: invalid target URL: %s", reason);
+	/* the same URL as the webhook's last delivery: already checked */
+	if (slot->valid_url == NULL || strcmp(slot->valid_url, d->req.url) != 0 ||
+		slot->valid_url_private != wh_allow_private_targets)
+	{
+		if (slot->valid_url != NULL)
+			pfree(slot->valid_url);
+		slot->valid_url = NULL;
+		if (wh_url_check(d->req.url, wh_allow_private_targets, NULL, reason, sizeof(reason)) != WH_URL_OK)
+			return psprintf("rejected before sending: invalid target URL: %s", reason);
+		slot->valid_url = MemoryContextStrdup(worker_cxt, d->req.url);
+		slot->valid_url_private = wh_allow_private_targets;
+	}
 	lex = makeJsonLexContextCstringLen(d->req.body, strlen(d->req.body), GetDatabaseEncoding(), false);
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		return "rejected before sending: the payload is not valid JSON";
@@ -411,6 +443,8 @@ add_finished(Delivery *d)
 static void
 start_delivery(Delivery *d)
 {
+	WebhookSlot *s;
+
 	if (d->precheck_error != NULL)
 	{
 		/* counts as an attempt that failed before any connection */
@@ -420,7 +454,8 @@ start_delivery(Delivery *d)
 		add_finished(d);
 		return;
 	}
-	slot_for(d->req.webhook_id)->in_flight++;
+	s = slot_for(d->req.webhook_id);
+	s->in_flight++;
 	in_flight++;
 	wh_engine_add(engine, &d->req);
 }
@@ -508,6 +543,17 @@ claim(int room)
 				pick[npick++] = id;
 			}
 		}
+	}
+
+	/* a webhook that filled its cap may have more due: its completions tell */
+	{
+		HASH_SEQ_STATUS seq;
+		WebhookSlot *r;
+
+		hash_seq_init(&seq, room_left);
+		while ((r = hash_seq_search(&seq)) != NULL)
+			if (r->in_flight <= 0)
+				slot_for(r->webhook_id)->more_due = true;
 	}
 
 	if (nheld > 0)
@@ -649,6 +695,7 @@ flush_results(void)
 	int			ngone = 0;
 	int			i;
 	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz earliest_retry = 0;
 	Datum		args[11];
 
 	if (n == 0)
@@ -731,6 +778,8 @@ flush_results(void)
 			TimestampTz at = TimestampTzPlusMilliseconds(now, retry_delay_ms(d));
 
 			outcome = "retry";
+			if (earliest_retry == 0 || at < earliest_retry)
+				earliest_retry = at;
 			states[i] = CStringGetTextDatum("pending");
 			next_at[i] = TimestampTzGetDatum(at);
 			finished_nulls[i] = true;
@@ -811,17 +860,11 @@ flush_results(void)
 
 done:
 	for (i = 0; i < n; i++)
-	{
-		if (finished[i]->precheck_error == NULL)
-		{
-			slot_for(finished[i]->req.webhook_id)->in_flight--;
-			in_flight--;
-		}
 		free_delivery(finished[i]);
-	}
 	nfinished = 0;
-	/* retries may now be due earlier than the last known next_due */
-	maybe_work = true;
+	/* a retry may now be due before the last known next_due */
+	if (earliest_retry != 0 && (next_due == 0 || earliest_retry < next_due))
+		next_due = earliest_retry;
 }
 
 /* ---------------------------------------------------------------------
@@ -890,9 +933,9 @@ maintenance(void)
  */
 
 /*
- * Collect finished requests.  They keep their slots until the flush has
- * recorded them (freeing slots earlier, at completion, was measured to
- * make libcurl's HTTP/2 streams fail under load: see the notes).
+ * Collect finished requests: their slots are free at once (their results
+ * are recorded by the next flush).  A webhook whose last claim was cut
+ * short by its cap asks for a claim when enough of its slots are free.
  */
 static void
 collect_finished(void)
@@ -900,7 +943,19 @@ collect_finished(void)
 	WhRequest  *req;
 
 	while ((req = wh_engine_next_done(engine)) != NULL)
+	{
+		WebhookSlot *s = slot_for(req->webhook_id);
+
+		s->in_flight--;
+		in_flight--;
+		if (s->more_due &&
+			wh_max_concurrency_per_webhook - s->in_flight >= refill_quantum(wh_max_concurrency_per_webhook))
+		{
+			s->more_due = false;
+			maybe_work = true;
+		}
 		add_finished((Delivery *) req->arg);
+	}
 }
 
 static long
@@ -1022,6 +1077,17 @@ webhooks_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(wh_database_name, NULL, 0);
+
+	/*
+	 * The worker's own commits (leases, results) need not wait for the WAL
+	 * flush: a crash can only lose the newest of them, and a lost lease or
+	 * result means the delivery is sent again with the same webhook-id,
+	 * which at-least-once delivery allows.  What applications enqueue is
+	 * committed by their own transactions, under their own settings.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/* short statements run thousands of times a second: never worth JIT */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	wh_shared->worker_pid = MyProcPid;
 	wh_shared->worker_procno = MyProc->pgprocno;
