@@ -221,15 +221,22 @@ webhooks_test_connection(PG_FUNCTION_ARGS)
 	req = MemoryContextAllocZero(cxt, sizeof(WhRequest));
 	req->url = url;
 	req->body = body;
-	req->headers = wh_build_headers(msg_id, body, secret, previous_secret, auth_token, headers);
-	wh_engine_add(engine, req);
 
 	pgstat_report_activity(STATE_RUNNING, "webhooks: connection test");
-	while (!req->done)
+	for (;;)
 	{
-		wh_engine_wait(engine, 1000, PG_WAIT_EXTENSION);
-		CHECK_FOR_INTERRUPTS();
-		(void) wh_engine_next_done(engine);
+		req->headers = wh_build_headers(msg_id, body, secret, previous_secret, auth_token, headers);
+		wh_engine_add(engine, req);
+		while (!req->done)
+		{
+			wh_engine_wait(engine, 1000, PG_WAIT_EXTENSION);
+			CHECK_FOR_INTERRUPTS();
+			(void) wh_engine_next_done(engine);
+		}
+		if (!req->h2_early_close || req->http1_only)
+			break;
+		/* an HTTP/2 answer libcurl lost: ask again over HTTP/1.1, as the worker does */
+		req->http1_only = true;
 	}
 
 	ok = req->result == CURLE_OK && req->status >= 200 && req->status < 300 &&

@@ -328,7 +328,7 @@ pool_put(WhEngine *engine, CURL *easy)
 static char *
 handle_settings(void)
 {
-	return psprintf("%s|%d|%d|%d", wh_ca_file ? wh_ca_file : "", (int) wh_http2,
+	return psprintf("%s|%d|%d", wh_ca_file ? wh_ca_file : "",
 					wh_connect_timeout_ms, wh_request_timeout_ms);
 }
 
@@ -430,6 +430,16 @@ easy_setup_request(CURL *easy, WhRequest *req)
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
 	curl_easy_setopt(easy, CURLOPT_RESOLVE, req->resolve);
+	if (wh_http2 && !req->http1_only)
+	{
+		curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+		curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
+	}
+	else
+	{
+		curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
+		curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 0L);
+	}
 }
 
 /* the options every request shares, set once per handle */
@@ -459,13 +469,6 @@ easy_setup_constant(CURL *easy)
 		curl_easy_setopt(easy, CURLOPT_CAINFO, wh_ca_file);
 		curl_easy_setopt(easy, CURLOPT_CAPATH, WH_DEFAULT_CAPATH);
 	}
-	if (wh_http2)
-	{
-		curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
-		curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
-	}
-	else
-		curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) wh_connect_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) wh_request_timeout_ms);
@@ -496,6 +499,7 @@ wh_engine_add(WhEngine *engine, WhRequest *req)
 	req->headers_too_large = false;
 	req->header_bytes = 0;
 	req->duration_ms = 0;
+	req->h2_early_close = false;
 	/*
 	 * Allocated now, because write_cb must not palloc, and in the request's
 	 * own memory context (it lives and dies with the request).
@@ -728,6 +732,23 @@ wh_engine_next_done(WhEngine *engine)
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
 		req->result = msg->data.result;
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &req->status);
+
+		/*
+		 * An HTTP/2 receiver may send its complete response before it has
+		 * read the request body, then close the stream (RST_STREAM with
+		 * NO_ERROR); RFC 9113 section 8.1 says a client must not discard
+		 * that response.  libcurl 7.88 reports the body it could not finish
+		 * sending as CURLE_HTTP2_STREAM, with no message (a stream reset
+		 * with an error code comes with one).  A 2xx answered that way is
+		 * the receiver's acceptance: a success, not a retry.
+		 */
+		if (req->result == CURLE_HTTP2_STREAM && req->errbuf[0] == '\0')
+		{
+			if (req->status >= 200 && req->status < 300)
+				req->result = CURLE_OK;
+			else
+				req->h2_early_close = true; /* the response was lost */
+		}
 		if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us) == CURLE_OK && total_us > 0)
 			req->duration_ms = total_us / 1000.0;
 		else
@@ -977,6 +998,10 @@ wh_request_error_content(WhRequest *req)
 			return psprintf("%s...[truncated]", body);
 		return body;
 	}
+	if (req->h2_early_close)
+		return pstrdup("the receiver closed the HTTP/2 stream before the request body was sent "
+					   "(an early response, which libcurl " LIBCURL_VERSION " cannot read); "
+					   "the webhook's next attempts use HTTP/1.1");
 	if (req->errbuf[0] != '\0')
 		return psprintf("%s: %s", curl_easy_strerror(req->result),
 						sanitize_text(req->errbuf, strlen(req->errbuf)));

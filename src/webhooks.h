@@ -123,6 +123,7 @@ typedef struct WhRequest
 	char	   *body;
 	struct curl_slist *headers;
 	struct curl_slist *resolve; /* webhooks.dns_overrides, owned by the engine */
+	bool		http1_only;		/* HTTP/1.1 even when webhooks.http2 is on */
 	void	   *arg;			/* caller's */
 
 	/* output */
@@ -137,6 +138,7 @@ typedef struct WhRequest
 	const char *blocked_reason; /* set by the open-socket check */
 	int64		retry_after_s;	/* -1 when absent */
 	double		duration_ms;
+	bool		h2_early_close; /* HTTP/2 stream closed before the body was sent */
 
 	/* private */
 	CURL	   *easy;

@@ -97,6 +97,7 @@ typedef struct WebhookSlot
 	int64		webhook_id;		/* hash key */
 	int			in_flight;
 	bool		more_due;		/* its last claim was cut short by its cap */
+	bool		http1_only;		/* its receiver's HTTP/2 answers were lost */
 	char	   *valid_url;		/* the target URL last found valid, or NULL */
 	bool		valid_url_private;	/* webhooks.allow_private_targets then */
 } WebhookSlot;
@@ -340,8 +341,21 @@ slot_for(int64 webhook_id)
 		s->in_flight = 0;
 		s->more_due = false;
 		s->valid_url = NULL;
+		s->http1_only = false;
 	}
 	return s;
+}
+
+/* a reload gives HTTP/2 another chance with every webhook */
+static void
+forget_http1_fallbacks(void)
+{
+	HASH_SEQ_STATUS seq;
+	WebhookSlot *s;
+
+	hash_seq_init(&seq, slots);
+	while ((s = hash_seq_search(&seq)) != NULL)
+		s->http1_only = false;
 }
 
 /*
@@ -457,6 +471,7 @@ start_delivery(Delivery *d)
 	s = slot_for(d->req.webhook_id);
 	s->in_flight++;
 	in_flight++;
+	d->req.http1_only = s->http1_only;
 	wh_engine_add(engine, &d->req);
 }
 
@@ -946,6 +961,19 @@ collect_finished(void)
 	{
 		WebhookSlot *s = slot_for(req->webhook_id);
 
+		if (req->h2_early_close && !s->http1_only)
+		{
+			/*
+			 * The receiver answers HTTP/2 requests before reading their body
+			 * (allowed by RFC 9113), and libcurl lost the answer: talk
+			 * HTTP/1.1 to this webhook until the worker restarts or reloads.
+			 */
+			s->http1_only = true;
+			ereport(LOG,
+					(errmsg("webhooks worker: webhook %lld answers HTTP/2 requests before their body is sent; "
+							"using HTTP/1.1 for it", (long long) req->webhook_id)));
+		}
+
 		s->in_flight--;
 		in_flight--;
 		if (s->more_due &&
@@ -1119,6 +1147,7 @@ webhooks_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			maybe_work = true;
+			forget_http1_fallbacks();
 		}
 
 		collect_finished();

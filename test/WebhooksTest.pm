@@ -116,6 +116,11 @@ every 50 ms, at most 10 s) until it has written its port file.  Options:
              (can be changed later with ->set_secret)
   port    => fixed port (default: ephemeral)
   verbose => 1   access log and tracebacks into receiver.log
+  http2   => 1   run test/h2receiver.py instead: HTTP/2 and HTTP/1.1 by
+                 ALPN, 200 "ok" to everything; logs the protocol of each
+                 request (no signature checks: use verify_request)
+  early   => 1   with http2: answer HTTP/2 requests before their body
+                 (see h2receiver.py)
 
 Returns a C<WebhooksTest::Receiver> (methods below).  It is stopped when the
 object goes away, and at the end of the test script in any case.  Dies if the
@@ -476,7 +481,16 @@ sub _start
 		: ref $opt{secret} eq 'ARRAY' ? @{ $opt{secret} }
 		:                                ($opt{secret}));
 
-	my @cmd = (
+	my @cmd = $opt{http2}
+	  ? (
+		$python, "$test_dir/h2receiver.py",
+		'--cert'      => "$certs/$kind.crt",
+		'--key'       => "$certs/$kind.key",
+		'--port-file' => $self->{port_file},
+		'--log'       => $self->{log_file},
+		'--exit-with-parent',
+		($opt{early} ? ('--early') : ()))
+	  : (
 		$python, "$test_dir/receiver.py",
 		'--cert'        => "$certs/$kind.crt",
 		'--key'         => "$certs/$kind.key",
@@ -485,8 +499,8 @@ sub _start
 		'--secret-file' => $self->{secret_file},
 		'--host'        => '127.0.0.1',
 		'--port'        => $opt{port} // 0,
-		'--exit-with-parent');
-	push @cmd, '--verbose' if $opt{verbose};
+		'--exit-with-parent',
+		($opt{verbose} ? ('--verbose') : ()));
 
 	my $pid = fork;
 	croak "fork: $!" unless defined $pid;

@@ -13,6 +13,7 @@ packages=(
 	make gcc
 	libipc-run-perl              # PostgreSQL::Test::Cluster
 	python3                      # the HTTPS test receiver (standard library only)
+	python3-h2                   # the HTTP/2 test receiver (test/h2receiver.py)
 	openssl curl                 # the test CA; smoke checks
 	clang-14 libclang-rt-14-dev  # libFuzzer for the URL validator's fuzz target
 )
