@@ -37,6 +37,20 @@ sub set_conf
 		"reloaded: $line");
 }
 
+# emit $n events of $type (subscriber e-mails tagged $tag) and wait until
+# webhook $name has $total delivered deliveries
+sub emit_and_wait
+{
+	my ($type, $tag, $n, $name, $total, $what) = @_;
+	sq( "SELECT webhooks.emit('$type', jsonb_build_object('messageId', g, 'subscriberId', g, "
+		  . "'subscriberEmail', '$tag-' || g || '\@example.com')) FROM generate_series(1, $n) g");
+	ok( $node->poll_query_until(
+			'postgres',
+			"SELECT count(*) = $total FROM webhooks.deliveries d JOIN webhooks.webhooks w "
+			  . "ON w.id = d.webhook_id WHERE w.name = '$name' AND d.state = 'delivered'"),
+		$what);
+}
+
 # real deliveries (not connection tests) that $rcv received under $path
 sub delivered_requests
 {
@@ -56,13 +70,7 @@ my @tests = grep { $_->{path} eq '/h2' } $h2->requests;
 is(scalar(@tests), 1, 'create_webhook sent one connection test');
 is($tests[0]{protocol}, 'HTTP/2', 'the connection test went over HTTP/2');
 
-sq( "SELECT webhooks.emit('EmailOpens', jsonb_build_object('messageId', g, 'subscriberId', g, "
-	  . "'subscriberEmail', 'h2-' || g || '\@example.com')) FROM generate_series(1, 200) g");
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) = 200 FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id "
-		  . "WHERE w.name = 'h2' AND d.state = 'delivered'"),
-	'200 events delivered to the HTTP/2 receiver');
+emit_and_wait('EmailOpens', 'h2', 200, 'h2', 200, '200 events delivered to the HTTP/2 receiver');
 my @got = delivered_requests($h2, '/h2');
 is(scalar(@got), 200, 'the receiver got 200 requests (no repeats)');
 is(scalar(grep { $_->{protocol} eq 'HTTP/2' } @got), 200, 'all of them over HTTP/2');
@@ -80,12 +88,7 @@ is(sq("SELECT count(*) FROM webhooks.webhook_logs"), '0', 'no failed attempt');
 # 2. webhooks.http2 = off, live
 # ---------------------------------------------------------------------
 set_conf("webhooks.http2 = off", 'webhooks.http2', 'off');
-sq( "SELECT webhooks.emit('EmailOpens', jsonb_build_object('messageId', g, 'subscriberId', g, "
-	  . "'subscriberEmail', 'h1-' || g || '\@example.com')) FROM generate_series(1, 20) g");
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) = 220 FROM webhooks.deliveries WHERE state = 'delivered'"),
-	'20 more delivered with webhooks.http2 = off');
+emit_and_wait('EmailOpens', 'h1', 20, 'h2', 220, '20 more delivered with webhooks.http2 = off');
 my @h1 = grep { $_->{body} =~ /"h1-/ } delivered_requests($h2, '/h2');
 is(scalar(@h1), 20, 'the receiver got the 20');
 is(scalar(grep { $_->{protocol} eq 'HTTP/1.1' } @h1), 20, 'all of them over HTTP/1.1');
@@ -112,13 +115,7 @@ note("connection tests answered before their body: $lost of 10");
 sq("SELECT * FROM webhooks.create_webhook('early', 'EmailClicks', '" . $early->url('/early') . "')");
 
 my $early_secret = sq("SELECT secret FROM webhooks.webhooks WHERE name = 'early'");
-sq( "SELECT webhooks.emit('EmailClicks', jsonb_build_object('messageId', g, 'subscriberId', g, "
-	  . "'subscriberEmail', 'early-' || g || '\@example.com')) FROM generate_series(1, 50) g");
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) = 50 FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id "
-		  . "WHERE w.name = 'early' AND d.state = 'delivered'"),
-	'all 50 events for the early-answering receiver delivered');
+emit_and_wait('EmailClicks', 'early', 50, 'early', 50, 'all 50 events for the early-answering receiver delivered');
 my @e = delivered_requests($early, '/early');
 my %complete = map { $_->{body} => 1 }
   grep { $_->{body_complete} && verify_request($early_secret, $_) } @e;
@@ -139,13 +136,7 @@ is( sq( "SELECT count(*) FROM webhooks.deliveries d JOIN webhooks.webhooks w ON 
 
 # After the fallback, new events go over HTTP/1.1 at once, with no failure.
 $early->clear_log;
-sq( "SELECT webhooks.emit('EmailClicks', jsonb_build_object('messageId', g, 'subscriberId', g, "
-	  . "'subscriberEmail', 'later-' || g || '\@example.com')) FROM generate_series(1, 10) g");
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) = 60 FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id "
-		  . "WHERE w.name = 'early' AND d.state = 'delivered'"),
-	'10 more delivered');
+emit_and_wait('EmailClicks', 'later', 10, 'early', 60, '10 more delivered');
 my @later = delivered_requests($early, '/early');
 is(scalar(@later), 10, 'each sent once');
 is(scalar(grep { $_->{protocol} eq 'HTTP/1.1' && $_->{body_complete} } @later), 10,
