@@ -43,8 +43,8 @@ char	   *wh_retry_schedule = NULL;
 int			wh_connect_timeout_ms = 10000;
 int			wh_request_timeout_ms = 30000;
 int			wh_response_body_limit = 4096;
-int			wh_max_concurrency = 64;
-int			wh_max_concurrency_per_webhook = 32;
+int			wh_max_concurrency = 128;
+int			wh_max_concurrency_per_webhook = 64;
 int			wh_batch_size = 500;
 int			wh_log_retention_s = 7 * 24 * 3600;
 int			wh_max_payload_size = 65536;
@@ -344,7 +344,7 @@ define_settings(void)
 							"Requests the worker keeps in flight at once.",
 							NULL,
 							&wh_max_concurrency,
-							64, 1, 1024,
+							128, 1, 1024,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
@@ -353,7 +353,7 @@ define_settings(void)
 							"Requests in flight at once to one webhook.",
 							"Keeps one slow endpoint from taking every slot.",
 							&wh_max_concurrency_per_webhook,
-							32, 1, 1024,
+							64, 1, 1024,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -22,11 +22,14 @@
  *	   written together: delivered, or a log row and a retry time, or dead,
  *	   or (410 Gone) the webhook deactivated.  Commit.
  *
- * Steps 1 and 3 interleave with step 2: requests complete one by one and
- * free slots are refilled as soon as they free up, so one slow endpoint
- * never holds back the others.  Results are written in batches (when enough
- * have finished, when nothing else is in flight, or a few milliseconds after
- * the first one finished).
+ * Steps 1 and 3 interleave with step 2: requests complete one by one, and
+ * a request's slot is free as soon as it completes.  Slots are refilled in
+ * chunks, to keep claims few and large: when a quarter of
+ * webhooks.max_concurrency is free, or, for a webhook held back by its own
+ * cap, when a quarter of that cap is free (an idle worker claims at once).  One
+ * slow endpoint never holds back the others: it can only fill its own cap.
+ * Results are written in batches (when enough have finished, when nothing
+ * else is in flight, or a few milliseconds after the first one finished).
  *
  * The lease makes delivery at-least-once: if the worker dies mid-flight,
  * the leased rows become due again when the lease ends; a restarted worker
@@ -365,7 +368,7 @@ forget_http1_fallbacks(void)
 static int
 refill_quantum(int cap)
 {
-	return Max(1, cap / 2);
+	return Max(1, cap / 4);
 }
 
 /* webhooks with no free slot, to leave out of the next claim */

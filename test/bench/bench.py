@@ -36,8 +36,8 @@ LUA = ENV["BENCH_LUA"]
 
 RUNS = int(ENV.get("RUNS", "3"))
 EVENTS = int(ENV.get("EVENTS", "100000"))
-CONFIGS = [tuple(int(x) for x in c.split("/")) for c in ENV.get("CONFIGS", "64/32 256/32 64/64 256/256").split()]
-WRK_CONCURRENCY = [int(c) for c in ENV.get("WRK_CONCURRENCY", "64 256").split()]
+CONFIGS = [tuple(int(x) for x in c.split("/")) for c in ENV.get("CONFIGS", "128/64 64/32 64/64 256/256").split()]
+WRK_CONCURRENCY = [int(c) for c in ENV.get("WRK_CONCURRENCY", "64 128 256").split()]
 LAT_EVENTS = int(ENV.get("LAT_EVENTS", "200"))
 WRK_SECONDS = int(ENV.get("WRK_SECONDS", "10"))
 DRAIN_TIMEOUT = int(ENV.get("DRAIN_TIMEOUT", "300"))
@@ -494,6 +494,8 @@ def sink_arrivals(lo, hi):
     out = {}
     with open(RECEIVER_LOG) as f:
         for line in f:
+            if not line.endswith("\n"):
+                break           # still being written
             r = json.loads(line)
             if (r["id"] or "").startswith("msg_test_"):
                 continue
@@ -701,7 +703,7 @@ def main():
             log("  -c%d run %d: %.0f requests/s" % (conc, i + 1, rps))
     foreign_report(res, "wrk", mark)
 
-    log("\n== 3. latency: commit -> arrival, %d events back to back, defaults (64/32) ==" % LAT_EVENTS)
+    log("\n== 3. latency: commit -> arrival, %d events back to back, defaults (128/64) ==" % LAT_EVENTS)
     log("  h1: HTTP/1.1 to lat_sink.py (arrival stamped when the body is read, microseconds)")
     log("  h2: HTTP/2 to nginx (arrival = nginx's $msec when it logs the request: milliseconds, cached clock)")
     if "latency" in SECTIONS:
@@ -757,7 +759,7 @@ def summary(res):
         rs = res["throughput"][name]
         ncrash = len(res["crashes"].get(name, []))
         nstall = len(res["stalls"].get(name, []))
-        label = "throughput %s%s" % (name, " (defaults)" if cfg == (64, 32) else "")
+        label = "throughput %s%s" % (name, " (defaults)" if cfg == (128, 64) else "")
         trouble = ", ".join(x for x in (("worker CRASHED in %d of %d runs" % (ncrash, RUNS)) if ncrash else "",
                                         ("delivery STALLED in %d of %d runs" % (nstall, RUNS)) if nstall else "")
                             if x)

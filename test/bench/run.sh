@@ -2,7 +2,7 @@
 # test/bench/run.sh: the webhooks benchmark (not part of the test suite).
 #
 #   bash test/bench/run.sh                       # RUNS=3: about 8-10 minutes
-#   RUNS=5 CONFIGS="64/32 64/64" bash test/bench/run.sh
+#   RUNS=5 CONFIGS="128/64 64/64" bash test/bench/run.sh
 #
 # Builds and installs the extension, then in a throwaway directory sets up
 #   - a PostgreSQL 15 cluster preloading the library (as the postgres user
@@ -36,13 +36,16 @@
 # then a summary table beside the targets, and the raw per-run figures.
 # Everything is removed at the end (trap EXIT).
 #
-# Environment: RUNS (3), EVENTS (100000), CONFIGS ("64/32 256/32 64/64 256/256":
-# webhooks.max_concurrency/webhooks.max_concurrency_per_webhook; 64/32 is the
-# default), WRK_CONCURRENCY ("64 256"), LAT_EVENTS (200), WRK_SECONDS (10),
+# Environment: RUNS (3), EVENTS (100000), CONFIGS ("128/64 64/32 64/64 256/256":
+# webhooks.max_concurrency/webhooks.max_concurrency_per_webhook; 128/64 is the
+# default), WRK_CONCURRENCY ("64 128 256"), LAT_EVENTS (200), WRK_SECONDS (10),
 # DRAIN_TIMEOUT (300 s per throughput run), RESULTS_JSON (a path to keep the
 # raw figures as JSON), KEEP=1 (keep the directory, for post-mortems),
 # BENCH_CMD (run this instead of bench.py in the set-up, e.g. BENCH_CMD=bash),
-# EXTRA_CONF (lines added to postgresql.conf, e.g. EXTRA_CONF="webhooks.http2 = off").
+# EXTRA_CONF (lines added to postgresql.conf, e.g. EXTRA_CONF="webhooks.http2 = off"),
+# SECTIONS ("throughput wrk latency enqueue": run only some),
+# PERF_DIR (a directory: perf record -g of the worker during each drain; with
+# PERF_STAT="event,..." perf stat of those events instead).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

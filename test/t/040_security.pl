@@ -515,7 +515,7 @@ sub proc_kb
 	cmp_ok($max, '<=', 2, 'never more than max_concurrency_per_webhook = 2 slow requests at once');
 	deactivate('slow');
 	deactivate('fast');
-	set_settings(max_concurrency => '64', max_concurrency_per_webhook => '32');
+	set_settings(max_concurrency => '128', max_concurrency_per_webhook => '64');
 }
 
 ########################################################################
