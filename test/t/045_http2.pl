@@ -114,34 +114,55 @@ is($h1, $lost, "each HTTP/2 request answered before its body ($lost of 10) was a
 note("connection tests answered before their body: $lost of 10");
 sq("SELECT * FROM webhooks.create_webhook('early', 'EmailClicks', '" . $early->url('/early') . "')");
 
-my $early_secret = sq("SELECT secret FROM webhooks.webhooks WHERE name = 'early'");
-emit_and_wait('EmailClicks', 'early', 50, 'early', 50, 'all 50 events for the early-answering receiver delivered');
+# The worker: one event first, so that its connection to the receiver has
+# the zero window in force (the first streams of a connection may carry
+# their body); then 50 at once, answered before their body.  libcurl then
+# either still reads the 2xx (a success: RFC 9113 8.1) or loses it (a
+# failed attempt, logged, and HTTP/1.1 from then on for this webhook).
+emit_and_wait('EmailClicks', 'warm', 1, 'early', 1, 'a first event delivered to the early-answering receiver');
+emit_and_wait('EmailClicks', 'early', 50, 'early', 51, 'then 50 more, all delivered');
 my @e = delivered_requests($early, '/early');
-my %complete = map { $_->{body} => 1 }
-  grep { $_->{body_complete} && verify_request($early_secret, $_) } @e;
-is(scalar(keys %complete), 50, 'each of the 50 arrived whole and signed at least once');
+my $cut = grep { $_->{protocol} eq 'HTTP/2' && !$_->{body_complete} } @e;
+cmp_ok($cut, '>=', 1, "the receiver answered HTTP/2 requests before their body ($cut)");
+my %seen = map { $_->{headers}{'webhook-id'} => 1 } @e;
+my @ids = split /\n/, sq(
+	"SELECT 'msg_' || d.id FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id "
+	  . "WHERE w.name = 'early'");
+is(scalar(grep { $seen{$_} } @ids), 51, 'the receiver got every one of the 51 webhook-ids');
 my $logs = sq(
 	"SELECT count(*), count(*) FILTER (WHERE status IS NULL AND outcome = 'retry' "
 	  . "AND error_content LIKE 'the receiver closed the HTTP/2 stream before the request body was sent%') "
 	  . "FROM webhooks.webhook_logs l JOIN webhooks.webhooks w ON w.id = l.webhook_id WHERE w.name = 'early'");
 my ($nlogs, $nearly) = split /\|/, $logs;
-cmp_ok($nlogs, '>=', 1, "the lost HTTP/2 answers were logged as failed attempts ($nlogs)");
-is($nearly, $nlogs, 'every such log row says what happened, with no status, and a retry');
-ok( $node->wait_for_log(qr/webhook \d+ answers HTTP\/2 requests before their body is sent; using HTTP\/1\.1 for it/,
-		$logpos),
-	'the worker logged its fallback to HTTP/1.1');
+is($nearly, $nlogs, "every failed attempt ($nlogs) is a lost early answer, logged with no status and a retry");
+cmp_ok($nlogs, '<=', $cut, 'no other attempt failed');
+note("answered before the body: $cut; answers lost by libcurl: $nlogs; accepted as 2xx: " . ($cut - $nlogs));
 is( sq( "SELECT count(*) FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id "
 		  . "WHERE w.name = 'early' AND d.attempts > 2"),
 	'0', 'no delivery needed more than one retry');
 
-# After the fallback, new events go over HTTP/1.1 at once, with no failure.
 $early->clear_log;
-emit_and_wait('EmailClicks', 'later', 10, 'early', 60, '10 more delivered');
-my @later = delivered_requests($early, '/early');
-is(scalar(@later), 10, 'each sent once');
-is(scalar(grep { $_->{protocol} eq 'HTTP/1.1' && $_->{body_complete} } @later), 10,
-	'over HTTP/1.1, whole');
-is(sq("SELECT count(*) FROM webhooks.webhook_logs WHERE error_content LIKE '%later-%' "
-	  . "OR webhook_payload::text LIKE '%later-%'"), '0', 'with no failed attempt');
+if ($nlogs > 0)
+{
+	ok( $node->wait_for_log(
+			qr/webhook \d+ answers HTTP\/2 requests before their body is sent; using HTTP\/1\.1 for it/, $logpos),
+		'the worker logged its fallback to HTTP/1.1');
+	# after the fallback, new events go over HTTP/1.1 at once
+	emit_and_wait('EmailClicks', 'later', 10, 'early', 61, '10 more delivered');
+	my @later = delivered_requests($early, '/early');
+	is(scalar(@later), 10, 'each sent once');
+	is(scalar(grep { $_->{protocol} eq 'HTTP/1.1' && $_->{body_complete} } @later), 10,
+		'over HTTP/1.1, whole');
+}
+else
+{
+	# every early answer was read: HTTP/2 goes on, each answer a success
+	emit_and_wait('EmailClicks', 'later', 10, 'early', 61, '10 more delivered');
+	my @later = delivered_requests($early, '/early');
+	is(scalar(@later), 10, 'each sent once');
+	is(scalar(grep { $_->{protocol} eq 'HTTP/2' } @later), 10, 'over HTTP/2');
+}
+is(sq("SELECT count(*) FROM webhooks.webhook_logs WHERE webhook_payload::text LIKE '%later-%'"),
+	'0', 'with no failed attempt');
 
 done_testing();
