@@ -69,13 +69,14 @@ struct WhEngine
 	int			pool_head;		/* oldest idle handle */
 	int			npool;
 	char	   *pool_settings;	/* the settings the pooled handles were set up with */
+	char	   *applied_overrides;	/* webhooks.dns_overrides as last given to curl */
 	MemoryContextCallback cleanup;
 };
 
 static bool curl_initialised = false;
 
 static struct curl_slist *slist_append_checked(struct curl_slist *list, const char *line);
-static struct curl_slist *dns_overrides(void);
+static struct curl_slist *dns_overrides(WhEngine *engine);
 
 void
 wh_curl_global_init(void)
@@ -534,7 +535,7 @@ wh_engine_add(WhEngine *engine, WhRequest *req)
 		easy_setup_constant(easy);
 	}
 	req->easy = easy;
-	req->resolve = dns_overrides();
+	req->resolve = dns_overrides(engine);
 	easy_setup_request(easy, req);
 	req->started = GetCurrentTimestamp();
 	if (curl_multi_add_handle(engine->multi, easy) != CURLM_OK)
@@ -548,20 +549,16 @@ wh_engine_add(WhEngine *engine, WhRequest *req)
 }
 
 /*
- * webhooks.dns_overrides as a fresh list for one request (a reload cannot
- * free it under a transfer that has not started yet).
+ * Append the entries of a webhooks.dns_overrides value to list; with
+ * remove, the libcurl entries that remove them ("-host:port") instead.
  */
 static struct curl_slist *
-dns_overrides(void)
+append_overrides(struct curl_slist *list, const char *value, bool remove)
 {
-	struct curl_slist *list = NULL;
-	char	   *copy;
+	char	   *copy = pstrdup(value);
 	char	   *tok;
 	char	   *next;
 
-	if (wh_dns_overrides == NULL || wh_dns_overrides[0] == '\0')
-		return NULL;
-	copy = pstrdup(wh_dns_overrides);
 	for (tok = copy; tok != NULL; tok = next)
 	{
 		next = strchr(tok, ',');
@@ -569,11 +566,52 @@ dns_overrides(void)
 			*next++ = '\0';
 		while (*tok == ' ')
 			tok++;
-		if (*tok != '\0')
+		if (*tok == '\0')
+			continue;
+		if (!remove)
 			list = slist_append_checked(list, tok);
+		else if (*tok != '-' && *tok != '+')
+		{
+			/* host:port, the host perhaps an IPv6 address in brackets */
+			char	   *host_end = (*tok == '[' && strchr(tok, ']')) ? strchr(tok, ']') : tok;
+			char	   *colon = strchr(host_end, ':');
+			char	   *port_end = colon ? strchr(colon + 1, ':') : NULL;
+
+			if (port_end != NULL)
+			{
+				char	   *line = psprintf("-%.*s", (int) (port_end - tok), tok);
+
+				list = slist_append_checked(list, line);
+				pfree(line);
+			}
+		}
 	}
 	pfree(copy);
 	return list;
+}
+
+/*
+ * webhooks.dns_overrides as a fresh list for one request (a reload cannot
+ * free it under a transfer that has not started yet).  libcurl keeps these
+ * entries in the multi handle's DNS cache for good, so when the setting has
+ * changed since the last request, the list first removes the old entries:
+ * an override taken out of the setting stops applying at once.
+ */
+static struct curl_slist *
+dns_overrides(WhEngine *engine)
+{
+	const char *value = wh_dns_overrides ? wh_dns_overrides : "";
+	struct curl_slist *list = NULL;
+
+	if (engine->applied_overrides != NULL && strcmp(engine->applied_overrides, value) != 0)
+	{
+		list = append_overrides(list, engine->applied_overrides, true);
+		pfree(engine->applied_overrides);
+		engine->applied_overrides = NULL;
+	}
+	if (engine->applied_overrides == NULL)
+		engine->applied_overrides = MemoryContextStrdup(engine->cxt, value);
+	return append_overrides(list, value, false);
 }
 
 static void

@@ -245,6 +245,35 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 }
 
 ########################################################################
+# 2b. An override taken out of webhooks.dns_overrides stops applying
+########################################################################
+{
+	# libcurl keeps override entries in the worker's DNS cache for good
+	# unless they are removed; a connection already open is reused whatever
+	# the name resolves to, so the receiver is restarted on the same port
+	my $r2 = start_receiver();
+	my $p2 = $r2->port;
+	set_settings(dns_overrides => "webhooks.test:$p2:127.0.0.1");
+	sq( "INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active)"
+		  . " VALUES ('unpinned', 'EmailClicks', " . lit("https://webhooks.test:$p2/ok/unpinned") . ", true)");
+	my $d1 = emit('EmailClicks', 1);
+	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d1",
+		'delivered to webhooks.test pinned to 127.0.0.1');
+	$r2->stop;
+	set_settings(dns_overrides => '');
+	my $r3 = start_receiver(port => $p2);
+	my $d2 = emit('EmailClicks', 2);
+	poll("SELECT count(*) >= 1 FROM webhooks.webhook_logs WHERE delivery_id = $d2",
+		'with the override taken out, the next delivery fails');
+	my $err = sq("SELECT error_content FROM webhooks.webhook_logs WHERE delivery_id = $d2 AND attempt = 1");
+	like($err, qr/resolve/i, '... because webhooks.test resolves no more');
+	note("error_content: $err");
+	is($r3->count(for_delivery($d2)), 0, 'the receiver on that port got nothing');
+	deactivate('unpinned');
+	$r3->stop;
+}
+
+########################################################################
 # 3. A redirect is not followed
 ########################################################################
 {
