@@ -68,7 +68,10 @@ struct WhEngine
 	CURL	  **pool;			/* idle easy handles for reuse, a FIFO ring */
 	int			pool_head;		/* oldest idle handle */
 	int			npool;
-	char	   *pool_settings;	/* the settings the pooled handles were set up with */
+	/* the settings the pooled handles were set up with (pool_ca_file NULL: none yet) */
+	char	   *pool_ca_file;
+	int			pool_connect_timeout_ms;
+	int			pool_timeout_ms;
 	char	   *applied_overrides;	/* webhooks.dns_overrides as last given to curl */
 	MemoryContextCallback cleanup;
 };
@@ -325,12 +328,26 @@ pool_put(WhEngine *engine, CURL *easy)
 	engine->npool++;
 }
 
-/* the settings a handle's constant options come from, as one string */
-static char *
-handle_settings(void)
+/*
+ * Do the pooled handles carry the current settings?  If not, empty the pool
+ * and remember the settings the next handles will be set up with.
+ */
+static void
+pool_check_settings(WhEngine *engine)
 {
-	return psprintf("%s|%d|%d", wh_ca_file ? wh_ca_file : "",
-					wh_connect_timeout_ms, wh_request_timeout_ms);
+	const char *ca_file = wh_ca_file ? wh_ca_file : "";
+
+	if (engine->pool_ca_file != NULL && strcmp(engine->pool_ca_file, ca_file) == 0 &&
+		engine->pool_connect_timeout_ms == wh_connect_timeout_ms &&
+		engine->pool_timeout_ms == wh_request_timeout_ms)
+		return;
+	/* a reload changed what the pooled handles were set up with */
+	pool_clear(engine);
+	if (engine->pool_ca_file)
+		pfree(engine->pool_ca_file);
+	engine->pool_ca_file = MemoryContextStrdup(engine->cxt, ca_file);
+	engine->pool_connect_timeout_ms = wh_connect_timeout_ms;
+	engine->pool_timeout_ms = wh_request_timeout_ms;
 }
 
 static void
@@ -488,7 +505,6 @@ void
 wh_engine_add(WhEngine *engine, WhRequest *req)
 {
 	CURL	   *easy;
-	char	   *settings;
 
 	req->done = false;
 	req->result = CURLE_OK;
@@ -514,16 +530,7 @@ wh_engine_add(WhEngine *engine, WhRequest *req)
 	req->response.len = 0;
 	req->response.data[0] = '\0';
 
-	settings = handle_settings();
-	if (engine->pool_settings == NULL || strcmp(settings, engine->pool_settings) != 0)
-	{
-		/* a reload changed what the pooled handles were set up with */
-		pool_clear(engine);
-		if (engine->pool_settings)
-			pfree(engine->pool_settings);
-		engine->pool_settings = MemoryContextStrdup(engine->cxt, settings);
-	}
-	pfree(settings);
+	pool_check_settings(engine);
 	easy = pool_get(engine);
 	if (easy == NULL)
 	{
@@ -675,6 +682,18 @@ engine_cork(WhEngine *engine, bool on)
 	}
 }
 
+/* let curl work on a socket (or its timers), corked from the first call on */
+static void
+engine_socket_action(WhEngine *engine, curl_socket_t fd, int mask, bool *corked)
+{
+	if (!*corked)
+	{
+		engine_cork(engine, true);
+		*corked = true;
+	}
+	curl_multi_socket_action(engine->multi, fd, mask, &engine->running);
+}
+
 /*
  * Wait up to timeout_ms (-1: no limit other than curl's timers) for the
  * latch, a socket or a curl timer, and let curl progress.  Returns true when
@@ -686,6 +705,7 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 	int			nev;
 	int			i;
 	bool		latch = false;
+	bool		corked = false;
 	long		wait_ms = timeout_ms;
 
 	if (engine->wes_dirty || engine->wes == NULL)
@@ -719,7 +739,6 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 
 	nev = WaitEventSetWait(engine->wes, wait_ms, engine->events, engine->maxevents,
 						   wait_event_info);
-	engine_cork(engine, true);
 	for (i = 0; i < nev; i++)
 	{
 		WaitEvent  *ev = &engine->events[i];
@@ -737,15 +756,16 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 				mask |= CURL_CSELECT_IN;
 			if (ev->events & WL_SOCKET_WRITEABLE)
 				mask |= CURL_CSELECT_OUT;
-			curl_multi_socket_action(engine->multi, ev->fd, mask, &engine->running);
+			engine_socket_action(engine, ev->fd, mask, &corked);
 		}
 	}
 	if (engine->timer_set && GetCurrentTimestamp() >= engine->timer_deadline)
 	{
 		engine->timer_set = false;
-		curl_multi_socket_action(engine->multi, CURL_SOCKET_TIMEOUT, 0, &engine->running);
+		engine_socket_action(engine, CURL_SOCKET_TIMEOUT, 0, &corked);
 	}
-	engine_cork(engine, false);
+	if (corked)
+		engine_cork(engine, false);
 	return latch;
 }
 
