@@ -22,6 +22,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+. "$here/lib.sh"
 PYTHON=${PYTHON:-/usr/bin/python3}
 [ -x "$PYTHON" ] || PYTHON=python3
 
@@ -33,11 +34,7 @@ say() { printf '%s\n' "$*"; }
 # ---------------------------------------------------------------------------
 section "Build and install"
 # ---------------------------------------------------------------------------
-bash "$here/setup.sh"
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO="sudo"
-make -s -C "$top" >/dev/null
-$SUDO make -s -C "$top" install >/dev/null
+build_and_install "$top"
 say "built and installed: $(ls "$($PGBIN/pg_config --pkglibdir)/webhooks.so")"
 
 # ---------------------------------------------------------------------------
@@ -47,15 +44,6 @@ tmp=$(mktemp -d /tmp/webhooks-demo.XXXXXX)
 chmod 755 "$tmp"
 receiver_pid=""
 pg_started=""
-
-# run a command as the cluster's OS user (postgres when we are root)
-as_pg() {
-	if [ "$(id -u)" = 0 ]; then
-		(cd "$tmp" && runuser -u postgres -- "$@")
-	else
-		(cd "$tmp" && "$@")
-	fi
-}
 
 cleanup() {
 	local rc=$?
@@ -80,9 +68,7 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------------------
 section "Test CA and HTTPS receiver"
 # ---------------------------------------------------------------------------
-bash "$here/make_certs.sh" "$tmp/certs"
-chmod 755 "$tmp/certs"
-chmod 644 "$tmp/certs"/*.crt
+make_test_certs "$tmp/certs"
 "$PYTHON" "$here/receiver.py" --cert "$tmp/certs/server.crt" --key "$tmp/certs/server.key" \
 	--port-file "$tmp/receiver.port" --log "$tmp/requests.jsonl" --exit-with-parent \
 	2>"$tmp/receiver.err" &
@@ -97,26 +83,11 @@ say "receiver: $base  (/ok answers 200, /status/503 answers 503)"
 # ---------------------------------------------------------------------------
 section "Throwaway PostgreSQL 15 cluster"
 # ---------------------------------------------------------------------------
-chown_pg() { [ "$(id -u)" = 0 ] && chown -R postgres: "$@" || true; }
-mkdir "$tmp/sock"
-chown_pg "$tmp/sock"
-chown_pg "$tmp"
-as_pg "$PGBIN/initdb" -D "$tmp/data" -U postgres -A trust --no-sync -E UTF8 --locale=C >/dev/null
-cat >>"$tmp/data/postgresql.conf" <<EOF
-
-# --- webhooks demo ---
-listen_addresses = ''
-unix_socket_directories = '$tmp/sock'
-port = 5432
-shared_preload_libraries = 'webhooks'
-webhooks.database_name = 'app'
+start_cluster "webhooks demo" "webhooks.database_name = 'app'
 webhooks.ca_file = '$tmp/certs/ca.crt'
 webhooks.allow_private_targets = on     # the receiver is on 127.0.0.1
-webhooks.retry_schedule = '2s, 5s'      # three attempts in all, to see a dead delivery quickly
-EOF
+webhooks.retry_schedule = '2s, 5s'      # three attempts in all, to see a dead delivery quickly"
 sed -n '/--- webhooks demo ---/,$p' "$tmp/data/postgresql.conf"
-as_pg "$PGBIN/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w start >/dev/null
-pg_started=1
 
 psql_() { as_pg "$PGBIN/psql" -h "$tmp/sock" -p 5432 -U postgres -X -v ON_ERROR_STOP=1 "$@"; }
 q() { psql_ -d app -Atq -c "$1"; }

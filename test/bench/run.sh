@@ -51,16 +51,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+. "$top/test/lib.sh"
 PYTHON=${PYTHON:-/usr/bin/python3}
 [ -x "$PYTHON" ] || PYTHON=python3
 
 echo "== set-up =="
 echo "source: $(git -C "$top" log -1 --format='%h %s' 2>/dev/null || echo '(no git)')$(git -C "$top" status --porcelain -- src sql 2>/dev/null | grep -q . && echo ', plus uncommitted changes in src/ or sql/')"
-bash "$top/test/setup.sh" --bench
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO="sudo"
-make -s -C "$top" >/dev/null
-$SUDO make -s -C "$top" install >/dev/null
+build_and_install "$top" --bench
 if nm -D "$($PGBIN/pg_config --pkglibdir)/webhooks.so" 2>/dev/null | grep -q __asan_; then
 	echo "the installed webhooks.so is built with AddressSanitizer: its figures would mean nothing" >&2
 	echo "(rebuild without it: make clean && make && make install)" >&2
@@ -72,14 +69,6 @@ chmod 755 "$tmp"
 nginx_pid=""
 receiver_pid=""
 pg_started=""
-
-as_pg() {
-	if [ "$(id -u)" = 0 ]; then
-		(cd "$tmp" && runuser -u postgres -- "$@")
-	else
-		(cd "$tmp" && "$@")
-	fi
-}
 
 cleanup() {
 	local rc=$?
@@ -107,9 +96,7 @@ free_port() {
 }
 
 # TLS material: a test CA and a server certificate for 127.0.0.1
-bash "$top/test/make_certs.sh" "$tmp/certs"
-chmod 755 "$tmp/certs"
-chmod 644 "$tmp/certs"/*.crt
+make_test_certs "$tmp/certs"
 
 # the libpq client
 gcc -O2 -Wall -o "$tmp/pgclient" "$here/pgclient.c" -I"$($PGBIN/pg_config --includedir)" \
@@ -141,17 +128,7 @@ for _ in $(seq 100); do [ -s "$tmp/sink.port" ] && break; sleep 0.05; done
 [ -s "$tmp/sink.port" ] || { echo "latency sink did not start" >&2; cat "$tmp/sink.err" >&2; exit 1; }
 
 # the cluster
-mkdir "$tmp/sock"
-if [ "$(id -u)" = 0 ]; then chown postgres: "$tmp" "$tmp/sock"; fi
-as_pg "$PGBIN/initdb" -D "$tmp/data" -U postgres -A trust --no-sync -E UTF8 --locale=C >/dev/null
-cat >>"$tmp/data/postgresql.conf" <<EOF
-
-# --- webhooks benchmark ---
-listen_addresses = ''
-unix_socket_directories = '$tmp/sock'
-port = 5432
-shared_preload_libraries = 'webhooks'
-webhooks.database_name = 'bench'
+start_cluster "webhooks benchmark" "webhooks.database_name = 'bench'
 webhooks.ca_file = '$tmp/certs/ca.crt'
 webhooks.allow_private_targets = on
 # a short first retry: about 1 request in 30,000 to nginx over HTTP/2 fails
@@ -164,10 +141,7 @@ checkpoint_timeout = 30min
 # a crashing worker would otherwise restart the cluster in a loop; bench.py
 # notices, records the crash and starts the cluster again
 restart_after_crash = off
-${EXTRA_CONF:-}
-EOF
-as_pg "$PGBIN/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w start >/dev/null
-pg_started=1
+${EXTRA_CONF:-}"
 echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') in $tmp/data (fsync and synchronous_commit on, shared_buffers 512MB)"
 
 export BENCH_TMP=$tmp BENCH_SOCK=$tmp/sock BENCH_PSQL=$PGBIN/psql BENCH_PGCLIENT=$tmp/pgclient \
