@@ -11,7 +11,7 @@ OBJS = \
 	src/worker.o
 
 EXTENSION = webhooks
-DATA = sql/webhooks--1.0.sql
+DATA = sql/webhooks--1.0.sql sql/webhooks--1.0--1.1.sql
 PGFILEDESC = "webhooks - signed, reliably delivered HTTPS webhooks"
 
 PG_CPPFLAGS = -I$(srcdir)/src
