@@ -267,16 +267,98 @@ webhooks_test_connection(PG_FUNCTION_ARGS)
 }
 
 /* the text as json when it is valid JSON, else NULL (for log rows) */
+/*
+ * Whether s is valid JSON.  The parser recurses once per nesting level and
+ * raises a stack-depth ERROR on deep input; a hand-written queue row must
+ * not be able to make the worker (or delete_webhook's log rows) fail, so
+ * nesting is measured first, without recursion.
+ */
+bool
+wh_json_valid(const char *s, size_t len)
+{
+	JsonLexContext *lex;
+	int			depth = 0;
+	bool		in_string = false;
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '{' || c == '[')
+		{
+			if (++depth > WH_JSON_MAX_DEPTH)
+				return false;
+		}
+		else if (c == '}' || c == ']')
+			depth--;
+	}
+	lex = makeJsonLexContextCstringLen((char *) s, len, GetDatabaseEncoding(), false);
+	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
+}
+
+/*
+ * The rule for auth tokens, shared by the worker's send-time check and
+ * the table guard: not empty, no control characters but tab.
+ */
+const char *
+wh_auth_token_problem(const char *token)
+{
+	const unsigned char *p;
+
+	if (token[0] == '\0')
+		return "the auth token is empty";
+	for (p = (const unsigned char *) token; *p; p++)
+		if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+			return "the auth token contains a control character";
+	return NULL;
+}
+
 PG_FUNCTION_INFO_V1(webhooks_json_or_null);
 Datum
 webhooks_json_or_null(PG_FUNCTION_ARGS)
 {
 	text	   *t = PG_GETARG_TEXT_PP(0);
-	JsonLexContext *lex;
 
-	lex = makeJsonLexContextCstringLen(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
-									   GetDatabaseEncoding(), false);
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+	if (!wh_json_valid(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)))
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(t);
+}
+
+/* A new webhook-id: "msg_" and a UUIDv7 (see signing.c). */
+PG_FUNCTION_INFO_V1(webhooks_new_msg_id);
+Datum
+webhooks_new_msg_id(PG_FUNCTION_ARGS)
+{
+	char		id[WH_MSG_ID_LEN + 1];
+
+	wh_new_msg_id(id);
+	id[WH_MSG_ID_LEN] = '\0';
+	PG_RETURN_TEXT_P(cstring_to_text(id));
+}
+
+/* The webhook-id of event "offset" (0 = the first) of a batch. */
+PG_FUNCTION_INFO_V1(webhooks_batch_msg_id);
+Datum
+webhooks_batch_msg_id(PG_FUNCTION_ARGS)
+{
+	char	   *base = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int64		offset = PG_GETARG_INT64(1);
+	char		id[WH_MSG_ID_LEN + 1];
+
+	if (!wh_msg_id_offset(base, offset, id))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid batch webhook-id \"%s\"", base),
+				 errdetail("A webhook-id made by the extension is \"msg_\" and 32 lowercase hexadecimal digits.")));
+	PG_RETURN_TEXT_P(cstring_to_text(id));
 }

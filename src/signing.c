@@ -223,3 +223,66 @@ webhooks_secret_is_valid(PG_FUNCTION_ARGS)
 
 	PG_RETURN_BOOL(wh_secret_valid(secret, NULL));
 }
+
+/*
+ * Message ids (the webhook-id header).  An event's id is fixed when it is
+ * enqueued and must never be reused, across reinstalls, databases, servers
+ * and promoted replicas, because receivers deduplicate on it.  It is
+ * "msg_" and the 32 hexadecimal digits of a UUIDv7 (RFC 9562): 48 bits of
+ * Unix time in milliseconds, then 74 random bits, so ids sort by time.
+ *
+ * The events of a multi-row statement are stored as one batch with the id
+ * of its first event; event i of the batch has the first id with i added
+ * to its low 62 random bits (wh_msg_id_offset).  The split into deliveries
+ * therefore gives every event the same id however often it is repeated
+ * (a crash can undo a split that was committed asynchronously).
+ */
+void
+wh_new_msg_id(char *out)
+{
+	uint8		u[16];
+	uint64		ms = (uint64) ((GetCurrentTimestamp() / 1000) +
+							   (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000);
+	int			i;
+
+	if (!pg_strong_random(u + 6, 10))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random bytes for a webhook-id")));
+	for (i = 0; i < 6; i++)
+		u[i] = (uint8) (ms >> (40 - 8 * i));
+	u[6] = (u[6] & 0x0f) | 0x70;	/* version 7 */
+	u[8] = (u[8] & 0x3f) | 0x80;	/* variant 10 */
+	memcpy(out, "msg_", 4);
+	for (i = 0; i < 16; i++)
+		sprintf(out + 4 + 2 * i, "%02x", u[i]);
+}
+
+/*
+ * The id "offset" places after "base" (a msg id as made above), into out
+ * (WH_MSG_ID_LEN + 1 bytes).  Returns false when base is not of that form.
+ */
+bool
+wh_msg_id_offset(const char *base, int64 offset, char *out)
+{
+	uint64		low = 0;
+	int			i;
+
+	if (strlen(base) != WH_MSG_ID_LEN || strncmp(base, "msg_", 4) != 0 ||
+		strspn(base + 4, "0123456789abcdef") != 32)
+		return false;
+	for (i = 16; i < 32; i++)
+	{
+		char		c = base[4 + i];
+
+		low = (low << 4) | (uint64) (c <= '9' ? c - '0' : c - 'a' + 10);
+	}
+	/* the variant's two high bits stay, the 62 random bits below them move */
+	low = (low & UINT64CONST(0xC000000000000000)) |
+		((low + (uint64) offset) & UINT64CONST(0x3FFFFFFFFFFFFFFF));
+	memcpy(out, base, 4 + 16);
+	for (i = 0; i < 8; i++)
+		sprintf(out + 20 + 2 * i, "%02x", (unsigned int) ((low >> (56 - 8 * i)) & 0xff));
+	out[WH_MSG_ID_LEN] = '\0';
+	return true;
+}

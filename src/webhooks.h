@@ -79,6 +79,10 @@ extern char *wh_generate_secret(void);
 extern bool wh_secret_valid(const char *secret, char **why);
 extern char *wh_sign(const char *secret, const char *msg_id, int64 timestamp,
 					 const char *body, size_t body_len);
+/* "msg_" + 32 hex digits of a UUIDv7 */
+#define WH_MSG_ID_LEN 36
+extern void wh_new_msg_id(char *out);
+extern bool wh_msg_id_offset(const char *base, int64 offset, char *out);
 
 /* ---- payload.c ---- */
 typedef enum WhFieldType
@@ -161,8 +165,14 @@ extern struct curl_slist *wh_build_headers(const char *msg_id, const char *body,
 										   const char *auth_token,
 										   Jsonb *extra_headers);
 extern char *wh_request_error_content(WhRequest *req);
+extern const char *wh_auth_token_problem(const char *token);
 extern void wh_check_extra_headers(Jsonb *headers, bool has_auth_token);
 extern char *wh_extra_headers_problem(Jsonb *headers, bool has_auth_token);
+
+/* ---- functions.c ---- */
+/* JSON nested deeper than this is refused without recursing into it */
+#define WH_JSON_MAX_DEPTH 64
+extern bool wh_json_valid(const char *s, size_t len);
 
 /* ---- worker.c ---- */
 extern void wh_register_worker(void);

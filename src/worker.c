@@ -50,6 +50,7 @@
  *-------------------------------------------------------------------------
  */
 #include "webhooks.h"
+#include "compat.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -68,8 +69,14 @@
 #include "url.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc_tables.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+#include "catalog/namespace.h"
+#include "access/htup_details.h"
+#include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -84,6 +91,14 @@
 #define PRUNE_BATCH 1000
 #define PRUNE_MAX_BATCHES 20
 #define ERROR_PAUSE_MS 1000
+/* due work that no wake-up announced (hand-written rows, COMMIT PREPARED) */
+#define POLL_INTERVAL_MS 1000
+/* unrecorded results whose rows another session holds are retried after */
+#define LOCKED_RETRY_MS 1000
+/* the worker never waits long for a lock: it skips, or gives up and retries */
+#define WORKER_LOCK_TIMEOUT "200ms"
+/* the schema this library's statements are written for */
+#define WEBHOOKS_SCHEMA_VERSION "1.1"
 
 /* one claimed delivery, in its own memory context */
 typedef struct Delivery
@@ -92,13 +107,16 @@ typedef struct Delivery
 	MemoryContext cxt;
 	char	   *webhook_name;
 	char	   *msg_id;
+	int64		lease_token;	/* the claim that leased it */
 	const char *precheck_error; /* set when the row fails the send-time checks */
+	bool		kept;			/* its row was locked at the last flush */
 } Delivery;
 
 typedef struct WebhookSlot
 {
 	int64		webhook_id;		/* hash key */
 	int			in_flight;
+	int			unrecorded;		/* results kept because its rows were locked */
 	bool		more_due;		/* its last claim was cut short by its cap */
 	bool		http1_only;		/* its receiver's HTTP/2 answers were lost */
 	char	   *valid_url;		/* the target URL last found valid, or NULL */
@@ -114,21 +132,38 @@ static int	in_flight = 0;
 
 static Delivery **finished;
 static int	nfinished = 0;
+static int	nkept = 0;			/* of those, kept from a flush (rows locked) */
 static TimestampTz first_finished_at = 0;
+static TimestampTz kept_retry_at = 0;
+
+/* claimed and committed, but not handed to the engine when an error came */
+static Delivery **unstarted;
+static int	nunstarted = 0;
+static int64 *to_release;		/* their ids, released by the next step */
+static int64 *to_release_tokens;
+static int	nto_release = 0;
 
 static bool extension_present = false;
 static bool maybe_work = true;
 static TimestampTz next_due = 0;
 static TimestampTz next_maintenance = 0;
+static TimestampTz next_poll = 0;
+static TimestampTz db_backoff_until = 0;	/* after an error, until then no SQL */
 static bool leases_released = false;
 static bool batches_pending = true;	/* event batches may wait to be split */
+static uint64 lease_token_base;
+static uint64 claims_made = 0;
 
 static SPIPlanPtr plan_candidates;
 static SPIPlanPtr plan_claim;
 static SPIPlanPtr plan_hold;
 static SPIPlanPtr plan_next_due;
 static SPIPlanPtr plan_record;
-static SPIPlanPtr plan_log;
+static SPIPlanPtr plan_still_leased;
+static SPIPlanPtr plan_deactivate;
+static SPIPlanPtr plan_release;
+static Oid	result_typid = InvalidOid;	/* webhooks._delivery_result */
+static TupleDesc result_desc = NULL;
 
 void
 wh_register_worker(void)
@@ -155,6 +190,100 @@ worker_shmem_exit(int code, Datum arg)
 		wh_shared->worker_procno = -1;
 		wh_shared->worker_pid = 0;
 	}
+}
+
+/* ---------------------------------------------------------------------
+ * the worker's session: its own settings, whatever the database says
+ * ---------------------------------------------------------------------
+ */
+
+/* the value a setting has when nothing sets it, as a string */
+static const char *
+boot_value(struct config_generic *gen, char *buf, size_t len)
+{
+	switch (gen->vartype)
+	{
+		case PGC_BOOL:
+			return ((struct config_bool *) gen)->boot_val ? "on" : "off";
+		case PGC_INT:
+			snprintf(buf, len, "%d", ((struct config_int *) gen)->boot_val);
+			return buf;
+		case PGC_REAL:
+			snprintf(buf, len, "%.17g", ((struct config_real *) gen)->boot_val);
+			return buf;
+		case PGC_STRING:
+			return ((struct config_string *) gen)->boot_val;
+		case PGC_ENUM:
+			return config_enum_lookup_by_value((struct config_enum *) gen,
+											   ((struct config_enum *) gen)->boot_val);
+	}
+	return NULL;
+}
+
+/*
+ * The worker is a superuser in a database that other roles own.  Settings
+ * made with ALTER DATABASE / ALTER ROLE reached it at connection: a
+ * search_path naming their schema first would make its statements run their
+ * functions and operators as superuser, and timeouts, read-only defaults,
+ * isolation, DateStyle, TimeZone or session_replication_role would change
+ * what it does.  So every setting that came from there goes back to its
+ * built-in default (webhooks.* excepted: only a superuser can set those per
+ * database), and what the worker relies on is pinned above any source.
+ */
+static void
+pin_session(void)
+{
+	int			nvars;
+	struct config_generic **vars = wh_guc_variables(&nvars);
+	int			i;
+	static const char *const pins[][2] = {
+		{"search_path", "pg_catalog, pg_temp"},
+		{"DateStyle", "ISO, YMD"},
+		{"IntervalStyle", "postgres"},
+		{"TimeZone", "UTC"},
+		{"statement_timeout", "0"},
+		{"lock_timeout", WORKER_LOCK_TIMEOUT},
+		{"idle_in_transaction_session_timeout", "0"},
+		{"default_transaction_read_only", "off"},
+		{"default_transaction_isolation", "read committed"},
+		{"default_transaction_deferrable", "off"},
+		{"session_replication_role", "origin"},
+		{"row_security", "on"},
+		{"check_function_bodies", "on"},
+		/*
+		 * The worker's own commits (leases, results) need not wait for the
+		 * WAL flush: a crash can only lose the newest of them, and a lost
+		 * lease or result means the delivery is sent again with the same
+		 * webhook-id, which at-least-once delivery allows.  What
+		 * applications enqueue is committed by their own transactions.
+		 */
+		{"synchronous_commit", "off"},
+		/* short statements run thousands of times a second: never worth JIT */
+		{"jit", "off"},
+	};
+
+	for (i = 0; i < nvars; i++)
+	{
+		struct config_generic *gen = vars[i];
+		char		buf[64];
+		const char *val;
+
+		if (gen->source != PGC_S_DATABASE && gen->source != PGC_S_USER &&
+			gen->source != PGC_S_DATABASE_USER)
+			continue;
+		if ((gen->flags & GUC_CUSTOM_PLACEHOLDER) || strncmp(gen->name, "webhooks.", 9) == 0 ||
+			(gen->context != PGC_USERSET && gen->context != PGC_SUSET))
+			continue;
+		val = boot_value(gen, buf, sizeof(buf));
+		if (val == NULL ||
+			set_config_option(gen->name, val, PGC_SUSET, PGC_S_OVERRIDE, GUC_ACTION_SET,
+							  true, WARNING, false) <= 0)
+			continue;
+		ereport(DEBUG1,
+				(errmsg("webhooks worker: ignoring the database or role setting of \"%s\"", gen->name)));
+	}
+	for (i = 0; i < lengthof(pins); i++)
+		SetConfigOption(pins[i][0], pins[i][1], PGC_SUSET, PGC_S_OVERRIDE);
 }
 
 /* ---------------------------------------------------------------------
@@ -197,20 +326,40 @@ keep_plan(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+/*
+ * The worker's statements.  They run as superuser with search_path pinned
+ * to pg_catalog, pg_temp, and are written so that every name resolves
+ * there or in schema webhooks anyway: relations and functions qualified,
+ * operators between types that match a pg_catalog operator exactly, times
+ * computed here and passed as timestamptz parameters.
+ */
 static void
 prepare_plans(void)
 {
 	Oid			t_cand[2] = {INT4OID, INT8ARRAYOID};
-	Oid			t_claim[2] = {INT8ARRAYOID, INT4OID};
+	Oid			t_claim[3] = {INT8ARRAYOID, TIMESTAMPTZOID, INT8OID};
 	Oid			t_hold[1] = {INT8ARRAYOID};
-	Oid			t_record[6] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
-	TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
-	Oid			t_log[11] = {TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT4ARRAYOID,
-		TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
-	TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+	Oid			t_record[1];
+	Oid			t_leased[2] = {INT8ARRAYOID, INT8ARRAYOID};
+	Oid			t_deactivate[2] = {INT8ARRAYOID, TEXTOID};
 
 	if (plan_candidates != NULL)
 		return;
+
+	result_typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+								   CStringGetDatum("_delivery_result"),
+								   ObjectIdGetDatum(get_namespace_oid("webhooks", false)));
+	if (!OidIsValid(result_typid))
+		elog(ERROR, "type webhooks._delivery_result does not exist");
+	t_record[0] = get_array_type(result_typid);
+	result_desc = lookup_rowtype_tupdesc_copy(result_typid, -1);
+	{
+		MemoryContext old = MemoryContextSwitchTo(worker_cxt);
+		TupleDesc	copy = CreateTupleDescCopy(result_desc);
+
+		MemoryContextSwitchTo(old);
+		result_desc = copy;
+	}
 
 	/*
 	 * Due rows per webhook (at most one active per event type, so few):
@@ -231,16 +380,16 @@ prepare_plans(void)
 								2, t_cand);
 	plan_claim = keep_plan(
 						   "UPDATE webhooks.deliveries d "
-						   "   SET next_attempt_at = pg_catalog.now() + $2 * interval '1 second', "
-						   "       lease_until = pg_catalog.now() + $2 * interval '1 second', "
-						   "       attempts = d.attempts + 1, last_attempt_at = pg_catalog.now() "
+						   "   SET next_attempt_at = $2, lease_until = $2, lease_token = $3, "
+						   "       attempts = LEAST(d.attempts, 2147483646) + 1, "
+						   "       last_attempt_at = pg_catalog.now() "
 						   "  FROM webhooks.webhooks w "
 						   " WHERE d.id = ANY ($1) AND w.id = d.webhook_id AND w.is_active "
 						   "RETURNING d.id, d.attempts, d.body, w.id, w.name, w.target_url, w.secret, "
 						   "          CASE WHEN w.previous_secret_expires_at > pg_catalog.now() "
 						   "               THEN w.previous_secret END, "
-						   "          w.auth_token, w.headers",
-						   2, t_claim);
+						   "          w.auth_token, w.headers, d.msg_id",
+						   3, t_claim);
 	/* due rows of an inactive webhook (a race with its deactivation) are held */
 	plan_hold = keep_plan(
 						  "UPDATE webhooks.deliveries SET state = 'held' "
@@ -248,51 +397,84 @@ prepare_plans(void)
 						  1, t_hold);
 	/* webhooks with every slot taken are skipped: their completions wake us */
 	plan_next_due = keep_plan(
-							  "SELECT min(x.t) FROM webhooks.webhooks w "
+							  "SELECT pg_catalog.min(x.t) FROM webhooks.webhooks w "
 							  " CROSS JOIN LATERAL ("
 							  "       SELECT d.next_attempt_at AS t FROM webhooks.deliveries d "
 							  "        WHERE d.webhook_id = w.id AND d.state = 'pending' "
 							  "        ORDER BY d.next_attempt_at LIMIT 1) x "
 							  " WHERE w.id <> ALL ($1)",
 							  1, t_cand + 1);
-	plan_record = keep_plan(
-							"UPDATE webhooks.deliveries d SET "
-							"       state = CASE WHEN r.state = 'pending' AND NOT EXISTS ("
-							"                     SELECT FROM webhooks.webhooks w "
-							"                      WHERE w.id = d.webhook_id AND w.is_active) "
-							"                    THEN 'held' ELSE r.state END, "
-							"       next_attempt_at = coalesce(r.next_at, d.next_attempt_at), "
-							"       lease_until = NULL, finished_at = r.finished_at, "
-							"       last_status = r.status, last_error = r.error "
-							"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-							"                 pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6)) "
-							"       AS r(id, state, status, error, next_at, finished_at) "
-							" WHERE d.id = r.id",
-							6, t_record);
-	plan_log = keep_plan(
-						 "INSERT INTO webhooks.webhook_logs (occurrence_date, webhook_name, webhook_id, "
-						 "       status, error_content, webhook_payload, delivery_id, attempt, duration_ms, "
-						 "       outcome, next_attempt_at) "
-						 "SELECT o, n, w, s, e, webhooks._json_or_null(p), d, a, ms, oc, na "
-						 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-						 "                 pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
-						 "                 pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), "
-						 "                 pg_catalog.unnest($10), pg_catalog.unnest($11)) "
-						 "       AS r(o, n, w, s, e, p, d, a, ms, oc, na)",
-						 11, t_log);
+	plan_record = keep_plan("SELECT webhooks._record_results($1)", 1, t_record);
+	/* of results not written, those whose lease is still ours (rows locked) */
+	plan_still_leased = keep_plan(
+								  "SELECT d.id FROM webhooks.deliveries d, "
+								  "       ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token) "
+								  " WHERE d.id = r.id AND d.lease_token = r.token",
+								  2, t_leased);
+	plan_deactivate = keep_plan("SELECT webhooks._deactivate_gone($1, $2)", 2, t_deactivate);
+	/* leases of deliveries claimed but never sent: due again, attempt undone */
+	plan_release = keep_plan(
+							 "UPDATE webhooks.deliveries d "
+							 "   SET lease_until = NULL, lease_token = NULL, next_attempt_at = pg_catalog.now(), "
+							 "       attempts = GREATEST(d.attempts - 1, 0) "
+							 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token) "
+							 " WHERE d.id = r.id AND d.lease_token = r.token",
+							 2, t_leased);
 }
 
+/* after DROP EXTENSION or an error: saved plans may point at dropped objects */
 static void
 forget_plans(void)
 {
-	/* after DROP EXTENSION the saved plans point at dropped tables */
-	plan_candidates = plan_claim = plan_hold = plan_next_due = plan_record = plan_log = NULL;
+	SPIPlanPtr *plans[] = {&plan_candidates, &plan_claim, &plan_hold, &plan_next_due,
+	&plan_record, &plan_still_leased, &plan_deactivate, &plan_release};
+	int			i;
+
+	for (i = 0; i < lengthof(plans); i++)
+	{
+		if (*plans[i] != NULL)
+			SPI_freeplan(*plans[i]);
+		*plans[i] = NULL;
+	}
+	if (result_desc != NULL)
+		FreeTupleDesc(result_desc);
+	result_desc = NULL;
+	result_typid = InvalidOid;
 }
 
+/*
+ * Is the extension installed, at the version this library is written for?
+ * An install that was not updated (ALTER EXTENSION webhooks UPDATE) is
+ * waited for, not guessed at.
+ */
 static bool
 check_extension(void)
 {
+	static char last_problem[NAMEDATALEN + 64];
 	bool		present = OidIsValid(get_extension_oid("webhooks", true));
+	char		problem[NAMEDATALEN + 64] = "";
+
+	if (present && !extension_present)
+	{
+		bool		isnull;
+		Datum		v;
+
+		if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'webhooks'",
+						true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not read the extension's version");
+		v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (strcmp(TextDatumGetCString(v), WEBHOOKS_SCHEMA_VERSION) != 0)
+		{
+			snprintf(problem, sizeof(problem), "%s", TextDatumGetCString(v));
+			present = false;
+		}
+	}
+	if (problem[0] != '\0' && strcmp(problem, last_problem) != 0)
+		ereport(LOG,
+				(errmsg("webhooks worker: extension webhooks is at version %s, this library needs %s",
+						problem, WEBHOOKS_SCHEMA_VERSION),
+				 errhint("Run ALTER EXTENSION webhooks UPDATE in database \"%s\".", wh_database_name)));
+	strlcpy(last_problem, problem, sizeof(last_problem));
 
 	if (!present && extension_present)
 	{
@@ -342,6 +524,7 @@ slot_for(int64 webhook_id)
 	if (!found)
 	{
 		s->in_flight = 0;
+		s->unrecorded = 0;
 		s->more_due = false;
 		s->valid_url = NULL;
 		s->http1_only = false;
@@ -382,7 +565,9 @@ saturated_webhooks(void)
 
 	hash_seq_init(&seq, slots);
 	while ((s = hash_seq_search(&seq)) != NULL)
-		if (s->in_flight >= wh_max_concurrency_per_webhook)
+		if (s->unrecorded > 0)
+			ids[n++] = Int64GetDatum(s->webhook_id);	/* its rows are locked */
+		else if (s->in_flight >= wh_max_concurrency_per_webhook)
 		{
 			/* left out, so it may have due rows: its completions will tell */
 			s->more_due = true;
@@ -401,8 +586,9 @@ precheck(Delivery *d, const char *secret, const char *previous_secret,
 		 const char *auth_token, Jsonb *headers)
 {
 	char		reason[512];
-	JsonLexContext *lex;
 	char	   *problem;
+	const char *token_problem;
+	size_t		body_len = strlen(d->req.body);
 	WebhookSlot *slot = slot_for(d->req.webhook_id);
 
 	/* the same URL as the webhook's last delivery: already checked */
@@ -417,17 +603,17 @@ precheck(Delivery *d, const char *secret, const char *previous_secret,
 		slot->valid_url = MemoryContextStrdup(worker_cxt, d->req.url);
 		slot->valid_url_private = wh_allow_private_targets;
 	}
-	lex = makeJsonLexContextCstringLen(d->req.body, strlen(d->req.body), GetDatabaseEncoding(), false);
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
-		return "rejected before sending: the payload is not valid JSON";
-	if ((int) strlen(d->req.body) > wh_max_payload_size)
-		return psprintf("rejected before sending: the payload has %d bytes, more than webhooks.max_payload_size",
-						(int) strlen(d->req.body));
+	if (body_len > (size_t) wh_max_payload_size)
+		return psprintf("rejected before sending: the payload has %zu bytes, more than webhooks.max_payload_size",
+						body_len);
+	if (!wh_json_valid(d->req.body, body_len))
+		return psprintf("rejected before sending: the payload is not valid JSON "
+						"(or is nested deeper than %d levels)", WH_JSON_MAX_DEPTH);
 	if (!wh_secret_valid(secret, NULL) ||
 		(previous_secret != NULL && !wh_secret_valid(previous_secret, NULL)))
 		return "rejected before sending: the webhook's secret is not a valid whsec_ secret";
-	if (auth_token != NULL && strpbrk(auth_token, "\r\n") != NULL)
-		return "rejected before sending: the auth token contains a line break";
+	if (auth_token != NULL && (token_problem = wh_auth_token_problem(auth_token)) != NULL)
+		return psprintf("rejected before sending: %s", token_problem);
 	problem = wh_extra_headers_problem(headers, auth_token != NULL);
 	if (problem != NULL)
 		return psprintf("rejected before sending: %s", problem);
@@ -479,23 +665,81 @@ start_delivery(Delivery *d)
 }
 
 /*
+ * Hand the deliveries of a committed claim to the engine.  Until then they
+ * live in the loop's memory and are listed as unstarted: an error on the
+ * way frees them with the loop's memory and releases their leases.
+ */
+static int	unstarted_from = 0;
+
+static void
+start_claimed(void)
+{
+	while (unstarted_from < nunstarted)
+	{
+		Delivery   *d = unstarted[unstarted_from++];
+
+		MemoryContextSetParent(d->cxt, deliveries_cxt);
+		start_delivery(d);
+	}
+	nunstarted = unstarted_from = 0;
+}
+
+/* after an error: the leases of claimed deliveries that were never sent */
+static void
+forget_unstarted(void)
+{
+	int			i;
+
+	for (i = unstarted_from; i < nunstarted; i++)
+	{
+		to_release[nto_release] = unstarted[i]->req.delivery_id;
+		to_release_tokens[nto_release++] = unstarted[i]->lease_token;
+	}
+	nunstarted = unstarted_from = 0;
+}
+
+static void
+step_release(void)
+{
+	Datum		args[2];
+	Datum	   *ids = palloc(sizeof(Datum) * nto_release);
+	Datum	   *tokens = palloc(sizeof(Datum) * nto_release);
+	int			i;
+
+	for (i = 0; i < nto_release; i++)
+	{
+		ids[i] = Int64GetDatum(to_release[i]);
+		tokens[i] = Int64GetDatum(to_release_tokens[i]);
+	}
+	begin_xact("releasing unsent deliveries");
+	if (check_extension())
+	{
+		prepare_plans();
+		args[0] = make_array(ids, NULL, nto_release, INT8OID);
+		args[1] = make_array(tokens, NULL, nto_release, INT8OID);
+		if (SPI_execute_plan(plan_release, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not release unsent deliveries");
+	}
+	commit_xact();
+	nto_release = 0;
+	maybe_work = true;
+}
+
+/*
  * Claim up to "room" due deliveries and start them.  Returns how many were
  * claimed (equal to room when more may be waiting).
  */
 static int
 claim(int room)
 {
-	Datum		args[2];
+	Datum		args[3];
 	int			ncand;
 	Datum	   *pick;
 	Datum	   *held;
 	int			npick = 0,
 				nheld = 0;
 	int			i;
-	int			lease_s;
-	/* not in SPI's memory: it must outlive SPI_finish() */
-	Delivery  **claimed = palloc(sizeof(Delivery *) * (room + 1));
-	int			nclaimed = 0;
+	int64		lease_token = (int64) (lease_token_base + ++claims_made);
 	HTAB	   *room_left;
 	HASHCTL		ctl;
 	Datum		saturated;
@@ -509,7 +753,8 @@ claim(int room)
 	if (!leases_released)
 	{
 		/* the only worker just started: nothing is really in flight */
-		SPI_execute("UPDATE webhooks.deliveries SET next_attempt_at = pg_catalog.now(), lease_until = NULL "
+		SPI_execute("UPDATE webhooks.deliveries SET next_attempt_at = pg_catalog.now(), lease_until = NULL, "
+					"       lease_token = NULL "
 					" WHERE state = 'pending' AND lease_until IS NOT NULL", false, 0);
 		if (SPI_processed > 0)
 			elog(LOG, "webhooks worker: released %llu deliveries leased by a previous worker",
@@ -586,9 +831,10 @@ claim(int room)
 		MemoryContext old;
 
 		/* the lease outlives any request: total timeout, twice, plus a margin */
-		lease_s = (2 * wh_request_timeout_ms) / 1000 + 60;
 		args[0] = make_array(pick, NULL, npick, INT8OID);
-		args[1] = Int32GetDatum(lease_s);
+		args[1] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																  2 * (int64) wh_request_timeout_ms + 60000));
+		args[2] = Int64GetDatum(lease_token);
 		if (SPI_execute_plan(plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not claim deliveries");
 
@@ -597,7 +843,8 @@ claim(int room)
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
-			MemoryContext dcxt = AllocSetContextCreate(deliveries_cxt, "webhooks delivery",
+			/* in the loop's memory until the engine has it (start_claimed) */
+			MemoryContext dcxt = AllocSetContextCreate(loop_cxt, "webhooks delivery",
 													   ALLOCSET_SMALL_SIZES);
 			Delivery   *d = MemoryContextAllocZero(dcxt, sizeof(Delivery));
 			char	   *secret;
@@ -620,14 +867,15 @@ claim(int room)
 			hd = SPI_getbinval(tup, desc, 10, &isnull);
 			if (!isnull)
 				headers = DatumGetJsonbPCopy(hd);
-			d->msg_id = psprintf("msg_" INT64_FORMAT, d->req.delivery_id);
+			d->msg_id = spi_text(tup, desc, 11);
+			d->lease_token = lease_token;
 			d->req.arg = d;
 			d->precheck_error = precheck(d, secret, previous_secret, auth_token, headers);
 			if (d->precheck_error == NULL)
 				d->req.headers = wh_build_headers(d->msg_id, d->req.body, secret, previous_secret,
 												  auth_token, headers);
 			MemoryContextSwitchTo(old);
-			claimed[nclaimed++] = d;
+			unstarted[nunstarted++] = d;
 		}
 	}
 
@@ -641,12 +889,18 @@ claim(int room)
 			elog(ERROR, "could not read the next due time");
 		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		next_due = isnull ? 0 : DatumGetTimestampTz(due);
+
+		/*
+		 * Due rows that this claim could not take are locked by another
+		 * session (SKIP LOCKED): do not spin on them, the poll comes back.
+		 */
+		if (next_due != 0 && next_due <= GetCurrentTimestamp())
+			next_due = 0;
 	}
 	commit_xact();
 
 	/* only now, with the leases committed, does anything touch the network */
-	for (i = 0; i < nclaimed; i++)
-		start_delivery(claimed[i]);
+	start_claimed();
 	return npick;
 }
 
@@ -659,7 +913,8 @@ static int64
 retry_delay_ms(Delivery *d)
 {
 	int64		delay;
-	int			n = d->req.attempt;	/* attempts made so far, >= 1 */
+	/* attempts made so far: >= 1 after a claim, and the caller checked the end */
+	int			n = Min(Max(d->req.attempt, 1), wh_retry_count);
 
 	if ((d->req.status == 429 || d->req.status == 503) && d->req.retry_after_s >= 0)
 	{
@@ -680,209 +935,266 @@ free_delivery(Delivery *d)
 	MemoryContextDelete(d->cxt);
 }
 
+/* the columns of webhooks._delivery_result, in order */
+enum
+{
+	R_DELIVERY_ID, R_LEASE_TOKEN, R_STATE, R_STATUS, R_ERROR, R_NEXT_AT, R_FINISHED_AT,
+	R_LOG_OUTCOME, R_LOG_NEXT_AT, R_OCCURRED_AT, R_WEBHOOK_ID, R_WEBHOOK_NAME, R_MSG_ID,
+	R_ATTEMPT, R_DURATION_MS, R_PAYLOAD, R_NCOLS
+};
+
+/* Outcomes of finished requests, as rows of webhooks._delivery_result. */
+typedef struct ResultBatch
+{
+	int			n;
+	Datum	   *rows;
+	TimestampTz now;
+	TimestampTz earliest_retry; /* 0: no retry scheduled */
+	Datum	   *gone;			/* webhooks that answered 410 Gone */
+	int			ngone;
+} ResultBatch;
+
+static void
+result_batch_init(ResultBatch *b, int capacity)
+{
+	b->n = 0;
+	b->rows = palloc(sizeof(Datum) * capacity);
+	b->now = GetCurrentTimestamp();
+	b->earliest_retry = 0;
+	b->gone = palloc(sizeof(Datum) * capacity);
+	b->ngone = 0;
+}
+
+/* Decide what follows a finished request, and add its row. */
+static void
+result_batch_add(ResultBatch *b, Delivery *d)
+{
+	WhRequest  *r = &d->req;
+	Datum		v[R_NCOLS];
+	bool		isnull[R_NCOLS];
+	bool		got_response = r->status > 0 && (r->result == CURLE_OK || r->response_truncated) &&
+		!r->headers_too_large && r->blocked_reason == NULL && d->precheck_error == NULL;
+	const char *state;
+	const char *outcome = NULL;
+	TimestampTz next_at = 0;
+	bool		finished = false;
+	int			i;
+
+	for (i = 0; i < R_NCOLS; i++)
+		isnull[i] = true;
+
+	if (got_response && r->status >= 200 && r->status < 300)
+	{
+		state = "delivered";
+		finished = true;
+	}
+	else if (got_response && r->status == 410)
+	{
+		/* stays due; deactivating the webhook then holds it (its trigger) */
+		state = "pending";
+		outcome = "deactivated";
+		next_at = b->now;
+		b->gone[b->ngone++] = Int64GetDatum(r->webhook_id);
+	}
+	else if (r->attempt > wh_retry_count || d->precheck_error != NULL)
+	{
+		state = "dead";
+		outcome = "dead";
+		finished = true;
+	}
+	else
+	{
+		state = "pending";
+		outcome = "retry";
+		next_at = TimestampTzPlusMilliseconds(b->now, retry_delay_ms(d));
+		if (b->earliest_retry == 0 || next_at < b->earliest_retry)
+			b->earliest_retry = next_at;
+	}
+
+#define SET(col, datum) (v[col] = (datum), isnull[col] = false)
+	SET(R_DELIVERY_ID, Int64GetDatum(r->delivery_id));
+	SET(R_LEASE_TOKEN, Int64GetDatum(d->lease_token));
+	SET(R_STATE, CStringGetTextDatum(state));
+	if (r->status > 0)
+		SET(R_STATUS, Int32GetDatum((int32) r->status));
+	if (next_at != 0)
+		SET(R_NEXT_AT, TimestampTzGetDatum(next_at));
+	if (finished)
+		SET(R_FINISHED_AT, TimestampTzGetDatum(b->now));
+	if (outcome != NULL)
+	{
+		/* a failed attempt: its log row */
+		SET(R_ERROR, CStringGetTextDatum(d->precheck_error ? d->precheck_error
+										 : wh_request_error_content(r)));
+		SET(R_LOG_OUTCOME, CStringGetTextDatum(outcome));
+		if (strcmp(outcome, "retry") == 0)
+			SET(R_LOG_NEXT_AT, TimestampTzGetDatum(next_at));
+		SET(R_OCCURRED_AT, TimestampTzGetDatum(r->started ? r->started : b->now));
+		SET(R_WEBHOOK_ID, Int64GetDatum(r->webhook_id));
+		if (d->webhook_name)
+			SET(R_WEBHOOK_NAME, CStringGetTextDatum(d->webhook_name));
+		SET(R_MSG_ID, CStringGetTextDatum(d->msg_id));
+		SET(R_ATTEMPT, Int32GetDatum(r->attempt));
+		SET(R_DURATION_MS, Float8GetDatum(r->duration_ms));
+		SET(R_PAYLOAD, CStringGetTextDatum(r->body));
+	}
+	else
+		SET(R_WEBHOOK_ID, Int64GetDatum(r->webhook_id));
+#undef SET
+	b->rows[b->n++] = HeapTupleGetDatum(heap_form_tuple(result_desc, v, isnull));
+}
+
+/* a flush's ids that are still leased to us: their rows were locked */
+static bool *
+still_leased(int n, HTAB *written)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *tokens = palloc(sizeof(Datum) * n);
+	bool	   *mine = palloc0(sizeof(bool) * n);
+	Datum		args[2];
+	HTAB	   *leased;
+	HASHCTL		ctl;
+	uint64		j;
+	int			i,
+				m = 0;
+
+	for (i = 0; i < n; i++)
+		if (hash_search(written, &finished[i]->req.delivery_id, HASH_FIND, NULL) == NULL)
+		{
+			ids[m] = Int64GetDatum(finished[i]->req.delivery_id);
+			tokens[m++] = Int64GetDatum(finished[i]->lease_token);
+		}
+	args[0] = make_array(ids, NULL, m, INT8OID);
+	args[1] = make_array(tokens, NULL, m, INT8OID);
+	if (SPI_execute_plan(plan_still_leased, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the leases of unrecorded results");
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = ctl.entrysize = sizeof(int64);
+	ctl.hcxt = CurrentMemoryContext;
+	leased = hash_create("webhooks leased", Max(SPI_processed, 16), &ctl,
+						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (j = 0; j < SPI_processed; j++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1, &isnull));
+
+		hash_search(leased, &id, HASH_ENTER, NULL);
+	}
+	for (i = 0; i < n; i++)
+		mine[i] = hash_search(leased, &finished[i]->req.delivery_id, HASH_FIND, NULL) != NULL;
+	return mine;
+}
+
+/*
+ * Write the finished requests' outcomes in one transaction: delivered, a
+ * log row and a retry time, dead, or (410 Gone) the webhook deactivated.
+ * A result is written only under the lease that produced it; results
+ * whose rows or webhook another session holds locked are kept for a later
+ * flush, and their webhook is claimed no more until then; results whose
+ * lease is gone (taken over, or rows of a previous install) are dropped.
+ */
 static void
 flush_results(void)
 {
 	int			n = nfinished;
-	Datum	   *ids,
-			   *states,
-			   *statuses,
-			   *errors,
-			   *next_at,
-			   *finished_at;
-	bool	   *status_nulls,
-			   *error_nulls,
-			   *next_nulls,
-			   *finished_nulls;
-	Datum	   *l_occ,
-			   *l_name,
-			   *l_wid,
-			   *l_status,
-			   *l_error,
-			   *l_payload,
-			   *l_did,
-			   *l_attempt,
-			   *l_ms,
-			   *l_outcome,
-			   *l_next;
-	bool	   *l_status_nulls,
-			   *l_next_nulls,
-			   *l_name_nulls;
-	int			nlogs = 0;
-	Datum	   *gone;
-	int			ngone = 0;
 	int			i;
-	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz earliest_retry = 0;
-	Datum		args[11];
+	ResultBatch batch;
+	HTAB	   *written;
+	HASHCTL		ctl;
+	bool	   *keep = NULL;
+	int			nkept_now = 0,
+				ndropped = 0;
+	Datum		arg;
+	uint64		j;
 
 	if (n == 0)
 		return;
-
-#define ALLOC_D(p) (p = palloc0(sizeof(Datum) * n))
-#define ALLOC_B(p) (p = palloc0(sizeof(bool) * n))
-	ALLOC_D(ids);
-	ALLOC_D(states);
-	ALLOC_D(statuses);
-	ALLOC_D(errors);
-	ALLOC_D(next_at);
-	ALLOC_D(finished_at);
-	ALLOC_B(status_nulls);
-	ALLOC_B(error_nulls);
-	ALLOC_B(next_nulls);
-	ALLOC_B(finished_nulls);
-	ALLOC_D(l_occ);
-	ALLOC_D(l_name);
-	ALLOC_D(l_wid);
-	ALLOC_D(l_status);
-	ALLOC_D(l_error);
-	ALLOC_D(l_payload);
-	ALLOC_D(l_did);
-	ALLOC_D(l_attempt);
-	ALLOC_D(l_ms);
-	ALLOC_D(l_outcome);
-	ALLOC_D(l_next);
-	ALLOC_B(l_status_nulls);
-	ALLOC_B(l_next_nulls);
-	ALLOC_B(l_name_nulls);
-	ALLOC_D(gone);
-
-	for (i = 0; i < n; i++)
-	{
-		Delivery   *d = finished[i];
-		WhRequest  *r = &d->req;
-		bool		got_response = r->status > 0 && (r->result == CURLE_OK || r->response_truncated) &&
-			!r->headers_too_large && r->blocked_reason == NULL && d->precheck_error == NULL;
-		bool		ok = got_response && r->status >= 200 && r->status < 300;
-		const char *outcome;
-
-		ids[i] = Int64GetDatum(r->delivery_id);
-		if (r->status > 0)
-			statuses[i] = Int32GetDatum((int32) r->status);
-		else
-			status_nulls[i] = true;
-
-		if (ok)
-		{
-			states[i] = CStringGetTextDatum("delivered");
-			error_nulls[i] = true;
-			next_nulls[i] = true;
-			finished_at[i] = TimestampTzGetDatum(now);
-			continue;
-		}
-
-		/* a failed attempt: log it and decide what follows */
-		errors[i] = CStringGetTextDatum(d->precheck_error ? d->precheck_error
-										: wh_request_error_content(r));
-		if (got_response && r->status == 410)
-		{
-			outcome = "deactivated";
-			states[i] = CStringGetTextDatum("held");
-			next_at[i] = TimestampTzGetDatum(now);
-			finished_nulls[i] = true;
-			gone[ngone++] = Int64GetDatum(r->webhook_id);
-			l_next_nulls[nlogs] = true;
-		}
-		else if (r->attempt > wh_retry_count || d->precheck_error != NULL)
-		{
-			outcome = "dead";
-			states[i] = CStringGetTextDatum("dead");
-			next_nulls[i] = true;
-			finished_at[i] = TimestampTzGetDatum(now);
-			l_next_nulls[nlogs] = true;
-		}
-		else
-		{
-			TimestampTz at = TimestampTzPlusMilliseconds(now, retry_delay_ms(d));
-
-			outcome = "retry";
-			if (earliest_retry == 0 || at < earliest_retry)
-				earliest_retry = at;
-			states[i] = CStringGetTextDatum("pending");
-			next_at[i] = TimestampTzGetDatum(at);
-			finished_nulls[i] = true;
-			l_next[nlogs] = TimestampTzGetDatum(at);
-		}
-
-		l_occ[nlogs] = TimestampTzGetDatum(r->started ? r->started : now);
-		if (d->webhook_name)
-			l_name[nlogs] = CStringGetTextDatum(d->webhook_name);
-		else
-			l_name_nulls[nlogs] = true;
-		l_wid[nlogs] = Int64GetDatum(r->webhook_id);
-		if (r->status > 0)
-			l_status[nlogs] = Int32GetDatum((int32) r->status);
-		else
-			l_status_nulls[nlogs] = true;
-		l_error[nlogs] = errors[i];
-		l_payload[nlogs] = CStringGetTextDatum(r->body);
-		l_did[nlogs] = Int64GetDatum(r->delivery_id);
-		l_attempt[nlogs] = Int32GetDatum(r->attempt);
-		l_ms[nlogs] = Float8GetDatum(r->duration_ms);
-		l_outcome[nlogs] = CStringGetTextDatum(outcome);
-		nlogs++;
-	}
 
 	begin_xact("recording delivery results");
 	if (!check_extension())
 	{
 		/* dropped: the rows are gone with it */
 		commit_xact();
-		goto done;
+		for (i = 0; i < n; i++)
+			free_delivery(finished[i]);
+		nfinished = nkept = 0;
+		return;
 	}
 	prepare_plans();
 
-	args[0] = make_array(ids, NULL, n, INT8OID);
-	args[1] = make_array(states, NULL, n, TEXTOID);
-	args[2] = make_array(statuses, status_nulls, n, INT4OID);
-	args[3] = make_array(errors, error_nulls, n, TEXTOID);
-	args[4] = make_array(next_at, next_nulls, n, TIMESTAMPTZOID);
-	args[5] = make_array(finished_at, finished_nulls, n, TIMESTAMPTZOID);
-	if (SPI_execute_plan(plan_record, args, NULL, false, 0) != SPI_OK_UPDATE)
+	result_batch_init(&batch, n);
+	for (i = 0; i < n; i++)
+		result_batch_add(&batch, finished[i]);
+	arg = PointerGetDatum(construct_array(batch.rows, batch.n, result_typid, -1, false, TYPALIGN_DOUBLE));
+	if (SPI_execute_plan(plan_record, &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not record delivery results");
 
-	if (nlogs > 0)
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = ctl.entrysize = sizeof(int64);
+	ctl.hcxt = CurrentMemoryContext;
+	written = hash_create("webhooks written", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (j = 0; j < SPI_processed; j++)
 	{
-		args[0] = make_array(l_occ, NULL, nlogs, TIMESTAMPTZOID);
-		args[1] = make_array(l_name, l_name_nulls, nlogs, TEXTOID);
-		args[2] = make_array(l_wid, NULL, nlogs, INT8OID);
-		args[3] = make_array(l_status, l_status_nulls, nlogs, INT4OID);
-		args[4] = make_array(l_error, NULL, nlogs, TEXTOID);
-		args[5] = make_array(l_payload, NULL, nlogs, TEXTOID);
-		args[6] = make_array(l_did, NULL, nlogs, INT8OID);
-		args[7] = make_array(l_attempt, NULL, nlogs, INT4OID);
-		args[8] = make_array(l_ms, NULL, nlogs, FLOAT8OID);
-		args[9] = make_array(l_outcome, NULL, nlogs, TEXTOID);
-		args[10] = make_array(l_next, l_next_nulls, nlogs, TIMESTAMPTZOID);
-		if (SPI_execute_plan(plan_log, args, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not write webhook_logs");
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1, &isnull));
+
+		hash_search(written, &id, HASH_ENTER, NULL);
 	}
+	if (SPI_processed < (uint64) n)
+		keep = still_leased(n, written);
 
-	if (ngone > 0)
+	if (batch.ngone > 0)
 	{
-		Oid			argtype = INT8ARRAYOID;
-		Datum		arg = make_array(gone, NULL, ngone, INT8OID);
+		Datum		args[2];
+		StringInfoData reason;
 
-		/* 410 Gone: the receiver asks us to stop; its queue is held */
-		if (SPI_execute_with_args("UPDATE webhooks.webhooks SET is_active = false, "
-								  "       deactivated_reason = 'the target answered 410 Gone at ' || pg_catalog.now() "
-								  " WHERE id = ANY ($1) AND is_active",
-								  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+		initStringInfo(&reason);
+		appendStringInfoString(&reason, "the target answered 410 Gone at ");
+		wh_format_event_date(&reason, batch.now);
+		args[0] = make_array(batch.gone, NULL, batch.ngone, INT8OID);
+		args[1] = CStringGetTextDatum(reason.data);
+		if (SPI_execute_plan(plan_deactivate, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not deactivate webhooks");
-		if (SPI_processed > 0)
-			ereport(LOG,
-					(errmsg("webhooks worker: deactivated %llu webhook(s) whose target answered 410 Gone",
-							(unsigned long long) SPI_processed)));
 	}
 	commit_xact();
 
-done:
+	/* forget what was written or dropped; keep what waits on a lock */
+	{
+		HASH_SEQ_STATUS seq;
+		WebhookSlot *s;
+
+		hash_seq_init(&seq, slots);
+		while ((s = hash_seq_search(&seq)) != NULL)
+			s->unrecorded = 0;
+	}
 	for (i = 0; i < n; i++)
-		free_delivery(finished[i]);
-	nfinished = 0;
+	{
+		Delivery   *d = finished[i];
+
+		if (keep != NULL && keep[i] &&
+			hash_search(written, &d->req.delivery_id, HASH_FIND, NULL) == NULL)
+		{
+			slot_for(d->req.webhook_id)->unrecorded++;
+			finished[nkept_now++] = d;
+			continue;
+		}
+		if (keep != NULL && !keep[i] &&
+			hash_search(written, &d->req.delivery_id, HASH_FIND, NULL) == NULL)
+			ndropped++;
+		free_delivery(d);
+	}
+	if (ndropped > 0)
+		ereport(LOG,
+				(errmsg("webhooks worker: dropped %d delivery result(s) whose lease had ended or been taken over",
+						ndropped)));
+	nfinished = nkept = nkept_now;
+	if (nkept > 0)
+		kept_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LOCKED_RETRY_MS);
 	/* a retry may now be due before the last known next_due */
-	if (earliest_retry != 0 && (next_due == 0 || earliest_retry < next_due))
-		next_due = earliest_retry;
+	if (batch.earliest_retry != 0 && (next_due == 0 || batch.earliest_retry < next_due))
+		next_due = batch.earliest_retry;
+	if (batch.ngone > 0)
+		maybe_work = true;
 }
 
 /* ---------------------------------------------------------------------
@@ -890,17 +1202,26 @@ done:
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Every minute: prune history past webhooks.log_retention, end secrets
+ * past their grace period, and give queued events whose webhook vanished
+ * a log row.  Rows other sessions hold are skipped, not waited for.
+ */
 static void
 maintenance(void)
 {
 	int			i;
-	Oid			argtype = INT4OID;
-	Datum		arg = Int32GetDatum(wh_log_retention_s);
 	uint64		pruned = 0;
+	Datum		args[2];
+	Oid			argtypes[2] = {TIMESTAMPTZOID, INT4OID};
 
+	args[0] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															  -1000 * (int64) wh_log_retention_s));
+	args[1] = Int32GetDatum(PRUNE_BATCH);
 	for (i = 0; i < PRUNE_MAX_BATCHES; i++)
 	{
 		uint64		n = 0;
+		bool		isnull;
 
 		begin_xact("pruning old deliveries and logs");
 		if (!check_extension())
@@ -908,32 +1229,19 @@ maintenance(void)
 			commit_xact();
 			return;
 		}
-		SPI_execute_with_args("DELETE FROM webhooks.deliveries WHERE id IN ("
-							  " SELECT id FROM webhooks.deliveries "
-							  "  WHERE finished_at < pg_catalog.now() - $1 * interval '1 second' "
-							  "  LIMIT " CppAsString2(PRUNE_BATCH) ")",
-							  1, &argtype, &arg, NULL, false, 0);
-		n += SPI_processed;
-		SPI_execute_with_args("DELETE FROM webhooks.webhook_logs WHERE id IN ("
-							  " SELECT id FROM webhooks.webhook_logs "
-							  "  WHERE occurrence_date < pg_catalog.now() - $1 * interval '1 second' "
-							  "  LIMIT " CppAsString2(PRUNE_BATCH) ")",
-							  1, &argtype, &arg, NULL, false, 0);
-		n += SPI_processed;
+		if (SPI_execute_with_args("SELECT webhooks._prune($1, $2)", 2, argtypes, args,
+								  NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not prune old rows");
+		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		if (i == 0)
 		{
-			SPI_execute("UPDATE webhooks.webhooks SET previous_secret = NULL, previous_secret_expires_at = NULL "
-						" WHERE previous_secret_expires_at < pg_catalog.now()", false, 0);
-			/* deliveries whose webhook vanished (a race with its deletion) die, logged */
-			SPI_execute("WITH o AS (UPDATE webhooks.deliveries d SET state = 'dead', "
-						"       finished_at = pg_catalog.now(), lease_until = NULL, "
-						"       last_error = 'webhook no longer exists' "
-						" WHERE d.state = 'pending' AND NOT EXISTS ("
-						"       SELECT FROM webhooks.webhooks w WHERE w.id = d.webhook_id) RETURNING d.*) "
-						"INSERT INTO webhooks.webhook_logs (webhook_id, error_content, webhook_payload, "
-						"       delivery_id, attempt, outcome) "
-						"SELECT o.webhook_id, 'webhook no longer exists', webhooks._json_or_null(o.body), "
-						"       o.id, o.attempts, 'dead' FROM o", false, 0);
+			if (SPI_execute("UPDATE webhooks.webhooks w SET previous_secret = NULL, previous_secret_expires_at = NULL "
+							" WHERE w.id IN (SELECT x.id FROM webhooks.webhooks x "
+							"                 WHERE x.previous_secret_expires_at < pg_catalog.now() "
+							"                   FOR UPDATE SKIP LOCKED)", false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not end expired secrets");
+			if (SPI_execute("SELECT webhooks._sweep_orphans()", false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not sweep orphaned deliveries");
 		}
 		commit_xact();
 		pruned += n;
@@ -1015,6 +1323,32 @@ report_activity(void)
 	pgstat_report_activity(STATE_IDLE, buf);
 }
 
+/*
+ * Error recovery, in the manner of autovacuum and worker_spi: with
+ * interrupts held, report the error, abort the transaction (SPI, locks,
+ * snapshots go with it), then clear the error state.  Saved plans are
+ * dropped (an error may come from a dropped object), claimed deliveries
+ * that never reached the engine get their leases released by the next
+ * step, and no SQL runs for ERROR_PAUSE_MS, while requests in flight keep
+ * moving: an error never stops the loop.
+ */
+static void
+recover_from_error(void)
+{
+	HOLD_INTERRUPTS();
+	error_context_stack = NULL;
+	MemoryContextSwitchTo(loop_cxt);
+	EmitErrorReport();
+	AbortCurrentTransaction();
+	FlushErrorState();
+	forget_plans();
+	forget_unstarted();
+	MemoryContextReset(loop_cxt);
+	maybe_work = true;
+	db_backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ERROR_PAUSE_MS);
+	RESUME_INTERRUPTS();
+}
+
 static void
 run_step(void (*step) (void))
 {
@@ -1026,16 +1360,7 @@ run_step(void (*step) (void))
 	}
 	PG_CATCH();
 	{
-		/* report, roll back, pause, go on: the loop must survive */
-		MemoryContextSwitchTo(loop_cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		forget_plans();
-		maybe_work = true;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 ERROR_PAUSE_MS, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		recover_from_error();
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
@@ -1076,6 +1401,7 @@ want_claim(void)
 	int			free_slots = wh_max_concurrency - in_flight;
 
 	return extension_present && wh_enabled && maybe_work && free_slots > 0 &&
+		nto_release == 0 &&
 		nfinished + wh_max_concurrency < MAX_FINISHED / 2 &&
 		(in_flight == 0 || free_slots >= Max(1, wh_max_concurrency / 4));
 }
@@ -1098,27 +1424,115 @@ step_check_extension(void)
 	commit_xact();
 }
 
+/* results not yet tried, or kept ones whose retry time has come */
+static bool
+want_flush(TimestampTz now)
+{
+	int			fresh = nfinished - nkept;
+
+	if (fresh > 0)
+		return fresh >= FLUSH_MAX_RESULTS || wh_engine_running(engine) == 0 ||
+			now >= TimestampTzPlusMilliseconds(first_finished_at, FLUSH_DELAY_MS);
+	return nkept > 0 && now >= kept_retry_at;
+}
+
+/* One turn of the loop: every step that has work, then sleep. */
+static void
+loop_once(void)
+{
+	TimestampTz now;
+	long		timeout;
+	bool		latch;
+	bool		sql_ok;
+
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+		maybe_work = true;
+		forget_http1_fallbacks();
+	}
+
+	collect_finished();
+	now = GetCurrentTimestamp();
+	sql_ok = now >= db_backoff_until;
+
+	if (sql_ok && now >= next_poll)
+	{
+		/* work that no commit announced: COMMIT PREPARED, rows by hand, skipped locks */
+		maybe_work = true;
+		batches_pending = true;
+		next_poll = TimestampTzPlusMilliseconds(now, POLL_INTERVAL_MS);
+	}
+	if (sql_ok && nto_release > 0)
+		run_step(step_release);
+	if (sql_ok && want_flush(now))
+		run_step(flush_results);
+
+	if (pg_atomic_exchange_u32(&wh_shared->batches_pending, 0) != 0)
+		batches_pending = true;
+	if (sql_ok && extension_present && wh_enabled && batches_pending)
+		run_step(step_expand);
+
+	if (sql_ok && want_claim())
+		run_step(step_claim);
+
+	now = GetCurrentTimestamp();
+	if (sql_ok && now >= next_maintenance && now >= db_backoff_until)
+	{
+		if (!extension_present)
+			run_step(step_check_extension);
+		if (extension_present)
+			run_step(maintenance);
+		next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   extension_present ? MAINTENANCE_INTERVAL_MS : IDLE_CHECK_MS);
+	}
+
+	report_activity();
+
+	/* how long may we sleep? */
+	now = GetCurrentTimestamp();
+	timeout = ms_until(next_maintenance, now);
+	if (extension_present)
+		timeout = Min(timeout, ms_until(next_poll, now));
+	if (nfinished > nkept)
+		timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(first_finished_at, FLUSH_DELAY_MS), now));
+	if (nkept > 0)
+		timeout = Min(timeout, ms_until(kept_retry_at, now));
+	if (extension_present && wh_enabled && !maybe_work && next_due != 0)
+		timeout = Min(timeout, ms_until(next_due, now));
+	if (now < db_backoff_until)
+		timeout = Max(Min(timeout, ms_until(db_backoff_until, now)), 1);
+	else if (want_claim() || nto_release > 0 || (extension_present && wh_enabled && batches_pending))
+		timeout = 0;
+
+	latch = wh_engine_wait(engine, timeout, PG_WAIT_EXTENSION);
+	if (latch)
+	{
+		maybe_work = true;
+		if (!extension_present)
+			next_maintenance = 0;	/* CREATE EXTENSION wakes us: look now */
+	}
+	if (next_due != 0 && GetCurrentTimestamp() >= next_due)
+	{
+		maybe_work = true;
+		next_due = 0;
+	}
+}
+
 void
 webhooks_worker_main(Datum main_arg)
 {
 	HASHCTL		ctl;
+	sigjmp_buf	local_sigjmp_buf;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(wh_database_name, NULL, 0);
-
-	/*
-	 * The worker's own commits (leases, results) need not wait for the WAL
-	 * flush: a crash can only lose the newest of them, and a lost lease or
-	 * result means the delivery is sent again with the same webhook-id,
-	 * which at-least-once delivery allows.  What applications enqueue is
-	 * committed by their own transactions, under their own settings.
-	 */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
-	/* short statements run thousands of times a second: never worth JIT */
-	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	pin_session();
 
 	wh_shared->worker_pid = MyProcPid;
 	wh_shared->worker_procno = MyProc->pgprocno;
@@ -1129,79 +1543,31 @@ webhooks_worker_main(Datum main_arg)
 	deliveries_cxt = AllocSetContextCreate(worker_cxt, "webhooks deliveries", ALLOCSET_DEFAULT_SIZES);
 	engine = wh_engine_create(AllocSetContextCreate(worker_cxt, "webhooks engine", ALLOCSET_DEFAULT_SIZES));
 	finished = MemoryContextAlloc(worker_cxt, sizeof(Delivery *) * MAX_FINISHED);
+	unstarted = MemoryContextAlloc(worker_cxt, sizeof(Delivery *) * 10000);
+	to_release = MemoryContextAlloc(worker_cxt, sizeof(int64) * 10000);
+	to_release_tokens = MemoryContextAlloc(worker_cxt, sizeof(int64) * 10000);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(WebhookSlot);
 	ctl.hcxt = worker_cxt;
 	slots = hash_create("webhooks slots", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	/* lease tokens: random per worker start, then one per claim */
+	if (!pg_strong_random(&lease_token_base, sizeof(lease_token_base)))
+		elog(ERROR, "could not generate random bytes");
 
 	elog(LOG, "webhooks worker started for database \"%s\"", wh_database_name);
 	run_step(step_check_extension);
 
+	/*
+	 * An error outside a step (a cancel request arriving between steps)
+	 * lands here instead of ending the worker: it is recovered like any
+	 * step's error, and the loop goes on.
+	 */
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+		recover_from_error();
+	PG_exception_stack = &local_sigjmp_buf;
+
+	MemoryContextSwitchTo(loop_cxt);
 	for (;;)
-	{
-		TimestampTz now;
-		long		timeout;
-		bool		latch;
-
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			maybe_work = true;
-			forget_http1_fallbacks();
-		}
-
-		collect_finished();
-		now = GetCurrentTimestamp();
-		if (nfinished > 0 &&
-			(nfinished >= FLUSH_MAX_RESULTS || wh_engine_running(engine) == 0 ||
-			 now >= TimestampTzPlusMilliseconds(first_finished_at, FLUSH_DELAY_MS)))
-			run_step(flush_results);
-
-		if (pg_atomic_exchange_u32(&wh_shared->batches_pending, 0) != 0)
-			batches_pending = true;
-		if (extension_present && wh_enabled && batches_pending)
-			run_step(step_expand);
-
-		if (want_claim())
-			run_step(step_claim);
-
-		now = GetCurrentTimestamp();
-		if (now >= next_maintenance)
-		{
-			if (!extension_present)
-				run_step(step_check_extension);
-			if (extension_present)
-				run_step(maintenance);
-			next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														   extension_present ? MAINTENANCE_INTERVAL_MS : IDLE_CHECK_MS);
-		}
-
-		report_activity();
-
-		/* how long may we sleep? */
-		now = GetCurrentTimestamp();
-		timeout = ms_until(next_maintenance, now);
-		if (nfinished > 0)
-			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(first_finished_at, FLUSH_DELAY_MS), now));
-		if (extension_present && wh_enabled && !maybe_work && next_due != 0)
-			timeout = Min(timeout, ms_until(next_due, now));
-		if (want_claim() || (extension_present && wh_enabled && batches_pending))
-			timeout = 0;
-
-		latch = wh_engine_wait(engine, timeout, PG_WAIT_EXTENSION);
-		if (latch)
-		{
-			maybe_work = true;
-			if (!extension_present)
-				next_maintenance = 0;	/* CREATE EXTENSION wakes us: look now */
-		}
-		if (next_due != 0 && GetCurrentTimestamp() >= next_due)
-		{
-			maybe_work = true;
-			next_due = 0;
-		}
-	}
+		loop_once();
 }

@@ -30,6 +30,13 @@ sub sq
 	return $node->safe_psql('postgres', $sql);
 }
 
+# the webhook-id a delivery is sent with
+sub msg_of
+{
+	my ($id) = @_;
+	return sq("SELECT msg_id FROM webhooks.deliveries WHERE id = $id");
+}
+
 sub poll
 {
 	my ($sql, $what) = @_;
@@ -115,7 +122,9 @@ sub log_rows
 sub check_request
 {
 	my ($req, $id, $secret, $what) = @_;
-	is($req->{headers}{'webhook-id'}, "msg_$id", "$what: webhook-id is msg_<delivery id>");
+	is($req->{headers}{'webhook-id'}, msg_of($id), "$what: webhook-id is the delivery's msg_id");
+	like($req->{headers}{'webhook-id'} // '', qr/^msg_[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}$/,
+		"$what: webhook-id is msg_ and a UUIDv7");
 	is($req->{body}, body_of($id), "$what: body is exactly deliveries.body");
 	ok(verify_request($secret, $req), "$what: signature verifies with the webhook's secret");
 	ok($req->{sig_ok}, "$what: the receiver's own check agrees");
@@ -153,7 +162,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 	my %by_id = map { $_->{headers}{'webhook-id'} => $_ } @$reqs;
 	for my $id ($d1, $d2)
 	{
-		my $req = $by_id{"msg_$id"};
+		my $req = $by_id{ msg_of($id) };
 		ok($req, "delivery $id arrived");
 		check_request($req, $id, $secret, "delivery $id");
 		is($req->{method}, 'POST', "delivery $id: POST");
@@ -162,10 +171,10 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 		like($req->{headers}{'user-agent'}, qr/webhooks/i, "delivery $id: a user-agent naming the sender");
 	}
 	like(
-		$by_id{"msg_$d1"}{body},
+		$by_id{ msg_of($d1) }{body},
 		qr/^\{"eventType":"EmailOpens","eventDate":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z","messageId":1,"subscriberId":2,"subscriberEmail":"a\@b\.c"\}$/,
 		'emitted body is the specification\'s flat payload');
-	like($by_id{"msg_$d2"}{body}, qr/"messageId":2,"subscriberId":3,"subscriberEmail":"x\@y\.z"\}$/,
+	like($by_id{ msg_of($d2) }{body}, qr/"messageId":2,"subscriberId":3,"subscriberEmail":"x\@y\.z"\}$/,
 		'trigger body maps the row\'s columns');
 	poll("SELECT count(*) = 2 FROM webhooks.deliveries WHERE id IN ($d1, $d2)"
 		  . " AND state = 'delivered' AND attempts = 1 AND finished_at IS NOT NULL",
@@ -411,7 +420,7 @@ sub make_webhook_existing
 	my ($gid, $gsecret) = make_webhook_existing('gone');
 	my $m = emit('Confirmations', 399);
 	my $mr = $rcv->wait_for_requests(1, 30, real('/ok/gone-fixed'));
-	is($mr->[0]{headers}{'webhook-id'}, "msg_$m", 'the marker arrived');
+	is($mr->[0]{headers}{'webhook-id'}, msg_of($m), 'the marker arrived');
 	is($rcv->count(real('/ok/basic')), 0, 'nothing was sent for the held deliveries');
 	is(sq("SELECT string_agg(state, ',') FROM webhooks.deliveries WHERE id IN ($list)"),
 		'held,held,held', 'they are still held');
@@ -423,8 +432,9 @@ sub make_webhook_existing
 		'activated, the held deliveries are delivered');
 	my $reqs = $rcv->wait_for_requests(3, 30, real('/ok/basic'));
 	is_deeply([ sort map { $_->{headers}{'webhook-id'} } @$reqs ],
-		[ sort map { "msg_$_" } @ids ], 'each held delivery arrived once');
-	check_request($_, substr($_->{headers}{'webhook-id'}, 4), $secret, 'released') for @$reqs;
+		[ sort map { msg_of($_) } @ids ], 'each held delivery arrived once');
+	my %id_of = map { msg_of($_) => $_ } @ids;
+	check_request($_, $id_of{ $_->{headers}{'webhook-id'} }, $secret, 'released') for @$reqs;
 }
 
 ########################################################################
@@ -454,9 +464,11 @@ sub make_webhook_existing
 		'all 20 are delivered once it is back');
 	my $reqs = $r2->wait_for_requests(20, 30, real('/ok/updown'));
 	my %seen;
+	my %id_of = map { split /\|/ } split /\n/,
+	  sq("SELECT msg_id, id FROM webhooks.deliveries WHERE webhook_id = $wid");
 	for my $req (@$reqs)
 	{
-		my ($id) = ($req->{headers}{'webhook-id'} // '') =~ /^msg_(\d+)$/;
+		my $id = $id_of{ $req->{headers}{'webhook-id'} // '' };
 		next unless defined $id;
 		$seen{$id}++;
 		ok(verify_request($secret, $req) && $req->{sig_ok}, "msg_$id verifies");
@@ -502,8 +514,9 @@ sub make_webhook_existing
 		'all three are delivered');
 	my $reqs = $rcv->wait_for_requests(3, 30, real('/ok/dying'));
 	is_deeply([ sort map { $_->{headers}{'webhook-id'} } @$reqs ],
-		[ sort map { "msg_$_" } @ids ], 'each arrived once, with its original webhook-id');
-	check_request($_, substr($_->{headers}{'webhook-id'}, 4), $secret, 'redelivered') for @$reqs;
+		[ sort map { msg_of($_) } @ids ], 'each arrived once, with its original webhook-id');
+	my %id_of = map { msg_of($_) => $_ } @ids;
+	check_request($_, $id_of{ $_->{headers}{'webhook-id'} }, $secret, 'redelivered') for @$reqs;
 	is(sq("SELECT count(*) FROM webhooks.dead_deliveries WHERE delivery_id IN ($list)"), '0',
 		'dead_deliveries no longer lists them');
 }

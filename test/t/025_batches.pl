@@ -53,7 +53,7 @@ my @real = grep { ($_->{headers}{'webhook-id'} // '') !~ /^msg_test_/ } @$reqs;
 my %seen;
 my ($signed, $bodies_ok) = (0, 0);
 my %body_of = map { split /\|/, $_, 2 }
-  split /\n/, sq("SELECT 'msg_' || id, body FROM webhooks.deliveries");
+  split /\n/, sq("SELECT msg_id, body FROM webhooks.deliveries");
 for my $r (@real)
 {
 	my $id = $r->{headers}{'webhook-id'};

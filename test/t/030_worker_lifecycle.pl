@@ -32,6 +32,13 @@ sub sq
 	return $node->safe_psql('postgres', $sql);
 }
 
+# the webhook-id a delivery is sent with
+sub msg_of
+{
+	my ($id) = @_;
+	return sq("SELECT msg_id FROM webhooks.deliveries WHERE id = $id");
+}
+
 sub poll
 {
 	my ($sql, $what) = @_;
@@ -166,7 +173,7 @@ my $payload = q{'{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}'};
 	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
 		'the new worker delivers');
 	my $reqs = $rcv->wait_for_requests(1, 30, real('/ok/clicks'));
-	is($reqs->[0]{headers}{'webhook-id'}, "msg_$d", 'the receiver got it');
+	is($reqs->[0]{headers}{'webhook-id'}, msg_of($d), 'the receiver got it');
 }
 
 ########################################################################
@@ -213,12 +220,14 @@ sub check_batch
 
 	my %body = map { split /\|/, $_, 2 } split /\n/,
 	  sq("SELECT id, body FROM webhooks.deliveries WHERE $range");
+	my %id_of = map { split /\|/ } split /\n/,
+	  sq("SELECT msg_id, id FROM webhooks.deliveries WHERE $range");
 	my $reqs = $rcv->wait_for_requests(1000, 60, real('/slow/50'));
 	my (%seen, $unknown, $bad_body, $bad_sig);
 	($unknown, $bad_body, $bad_sig) = (0, 0, 0);
 	for my $req (@$reqs)
 	{
-		my ($id) = ($req->{headers}{'webhook-id'} // '') =~ /^msg_(\d+)$/;
+		my $id = $id_of{ $req->{headers}{'webhook-id'} // '' };
 		if (!defined $id || !exists $body{$id})
 		{
 			$unknown++;
@@ -289,7 +298,7 @@ sub check_batch
 	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
 		'after CREATE EXTENSION again, a new event is delivered');
 	my $reqs = $rcv->wait_for_requests(1, 30, real('/ok/again'));
-	is($reqs->[0]{headers}{'webhook-id'}, "msg_$d", 'the receiver got it');
+	is($reqs->[0]{headers}{'webhook-id'}, msg_of($d), 'the receiver got it');
 	ok(verify_request($secret, $reqs->[0]), 'signed with the new webhook\'s secret');
 	is(worker_pid(), $pid, 'by the same worker: no restart was needed');
 }

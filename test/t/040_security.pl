@@ -137,7 +137,8 @@ sub deactivate
 sub for_delivery
 {
 	my ($d) = @_;
-	return sub { ($_[0]{headers}{'webhook-id'} // '') eq "msg_$d" };
+	my $msg_id = sq("SELECT msg_id FROM webhooks.deliveries WHERE id = $d");
+	return sub { ($_[0]{headers}{'webhook-id'} // '') eq $msg_id };
 }
 
 sub body_of
