@@ -29,6 +29,7 @@ CREATE TABLE app.email_clicks (message_id int, subscriber_id bigint, subscriber_
 CREATE TRIGGER email_clicks_webhook AFTER INSERT ON app.email_clicks
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION webhooks.enqueue_event('EmailClicks');
+-- (a timestamp column is UTC wall-clock time, whatever the session's TimeZone)
 SET TIME ZONE 'Europe/Warsaw';
 INSERT INTO app.email_clicks SELECT 148000 + g, g, 'user' || g || '@example.com', '2024-05-10 11:30:00'
   FROM generate_series(1, 1000) g;
@@ -55,7 +56,8 @@ SELECT body::json->>'eventDate' = to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"
 COMMIT;
 INSERT INTO app.unsubs VALUES (7468.5, 42, 'u@example.com');
 
--- four fields in the specification's order; an UPDATE trigger sends the new row
+-- four fields in the specification's order; an UPDATE trigger sends the new row;
+-- a date column is 00:00:00 UTC of that day
 CREATE TABLE app.confirmations (list_id int, subscriber_email text, subscriber_id int, message_id int, event_date date);
 CREATE TRIGGER confirmations_webhook AFTER INSERT OR UPDATE ON app.confirmations
     FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('Confirmations');
@@ -133,6 +135,7 @@ DELETE FROM app.misc;
 DROP TRIGGER on_delete ON app.misc;
 SELECT webhooks.enqueue_event();
 SELECT count(*) - :before AS queued_by_mistakes FROM webhooks.deliveries;
+
 
 DROP SCHEMA app CASCADE;
 DELETE FROM webhooks.event_batches;
