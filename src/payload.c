@@ -894,6 +894,20 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 	trigger = td->tg_trigger;
 	rel = td->tg_relation;
 
+	/*
+	 * Only an AFTER trigger sees a row that is really stored: a BEFORE
+	 * trigger's row may still be skipped without an error (ON CONFLICT DO
+	 * NOTHING, a later BEFORE trigger returning NULL), and an INSTEAD OF
+	 * trigger's row is not stored by PostgreSQL at all.
+	 */
+	if (!TRIGGER_FIRED_AFTER(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on \"%s\" must be an AFTER trigger to call webhooks.enqueue_event()",
+						trigger->tgname, RelationGetRelationName(rel)),
+				 errdetail("It fired %s; the event could describe a row that is never stored.",
+						   TRIGGER_FIRED_BEFORE(td->tg_event) ? "BEFORE" : "INSTEAD OF"),
+				 errhint("Create it as an AFTER INSERT (or AFTER INSERT OR UPDATE) trigger on the table, FOR EACH ROW or FOR EACH STATEMENT with REFERENCING NEW TABLE.")));
 
 	if (trigger->tgnargs != 1)
 		ereport(ERROR,
