@@ -29,6 +29,7 @@ CREATE TABLE app.email_clicks (message_id int, subscriber_id bigint, subscriber_
 CREATE TRIGGER email_clicks_webhook AFTER INSERT ON app.email_clicks
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION webhooks.enqueue_event('EmailClicks');
+-- (a timestamp column is UTC wall-clock time, whatever the session's TimeZone)
 SET TIME ZONE 'Europe/Warsaw';
 INSERT INTO app.email_clicks SELECT 148000 + g, g, 'user' || g || '@example.com', '2024-05-10 11:30:00'
   FROM generate_series(1, 1000) g;
@@ -55,7 +56,8 @@ SELECT body::json->>'eventDate' = to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"
 COMMIT;
 INSERT INTO app.unsubs VALUES (7468.5, 42, 'u@example.com');
 
--- four fields in the specification's order; an UPDATE trigger sends the new row
+-- four fields in the specification's order; an UPDATE trigger sends the new row;
+-- a date column is 00:00:00 UTC of that day
 CREATE TABLE app.confirmations (list_id int, subscriber_email text, subscriber_id int, message_id int, event_date date);
 CREATE TRIGGER confirmations_webhook AFTER INSERT OR UPDATE ON app.confirmations
     FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('Confirmations');
@@ -133,6 +135,55 @@ DELETE FROM app.misc;
 DROP TRIGGER on_delete ON app.misc;
 SELECT webhooks.enqueue_event();
 SELECT count(*) - :before AS queued_by_mistakes FROM webhooks.deliveries;
+
+-- only AFTER triggers: a BEFORE trigger's row may still be skipped (ON
+-- CONFLICT DO NOTHING, a later BEFORE trigger returning NULL), an INSTEAD OF
+-- trigger's row is not a stored row; each is refused, and stores nothing
+CREATE TABLE app.opens_pk (message_id int PRIMARY KEY, subscriber_id int, subscriber_email text);
+INSERT INTO app.opens_pk VALUES (1, 2, 'a@example.com');
+SELECT count(*) AS before, coalesce(max(id), 0) AS last_id FROM webhooks.deliveries \gset
+CREATE TRIGGER before_row BEFORE INSERT ON app.opens_pk
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+INSERT INTO app.opens_pk VALUES (1, 2, 'a@example.com') ON CONFLICT DO NOTHING;
+INSERT INTO app.opens_pk VALUES (3, 4, 'b@example.com');
+DROP TRIGGER before_row ON app.opens_pk;
+CREATE FUNCTION app.skip_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER a_webhook BEFORE INSERT ON app.opens_pk
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+CREATE TRIGGER b_skip BEFORE INSERT ON app.opens_pk
+    FOR EACH ROW EXECUTE FUNCTION app.skip_row();
+INSERT INTO app.opens_pk VALUES (5, 6, 'c@example.com');
+DROP TRIGGER a_webhook ON app.opens_pk;
+DROP TRIGGER b_skip ON app.opens_pk;
+CREATE TRIGGER before_update BEFORE UPDATE ON app.opens_pk
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+UPDATE app.opens_pk SET subscriber_email = 'z@example.com';
+DROP TRIGGER before_update ON app.opens_pk;
+CREATE TRIGGER before_stmt BEFORE INSERT ON app.opens_pk
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+INSERT INTO app.opens_pk VALUES (7, 8, 'd@example.com');
+DROP TRIGGER before_stmt ON app.opens_pk;
+CREATE VIEW app.opens_view AS SELECT * FROM app.opens_pk;
+CREATE TRIGGER instead_row INSTEAD OF INSERT ON app.opens_view
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+INSERT INTO app.opens_view VALUES (9, 10, 'e@example.com');
+DROP VIEW app.opens_view;
+SELECT count(*) - :before AS queued_by_wrong_timing FROM webhooks.deliveries;
+SELECT count(*) AS batches_by_wrong_timing FROM webhooks.event_batches;
+SELECT message_id, subscriber_email FROM app.opens_pk ORDER BY 1;
+
+-- AFTER row and statement triggers: an event for each row really inserted,
+-- none for the row ON CONFLICT DO NOTHING skipped
+CREATE TRIGGER after_row AFTER INSERT ON app.opens_pk
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+CREATE TRIGGER after_stmt AFTER INSERT ON app.opens_pk REFERENCING NEW TABLE AS n
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks.enqueue_event('EmailClicks');
+INSERT INTO app.opens_pk VALUES (1, 2, 'dup@example.com'), (11, 12, 'f@example.com'), (13, 14, 'g@example.com')
+    ON CONFLICT DO NOTHING;
+SELECT webhooks._expand_batches() AS split;
+SELECT event_type, body::jsonb->>'messageId' AS message_id, body::jsonb->>'subscriberEmail' AS email
+  FROM webhooks.deliveries WHERE id > :last_id ORDER BY 1, (body::jsonb->>'messageId')::int;
+SELECT count(*) - :before AS queued_by_after_triggers FROM webhooks.deliveries;
 
 DROP SCHEMA app CASCADE;
 DELETE FROM webhooks.event_batches;

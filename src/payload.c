@@ -137,28 +137,153 @@ wh_format_event_date(StringInfo buf, TimestampTz ts)
 					 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
 }
 
-/* Parse an ISO 8601 / PostgreSQL date-time string, without throwing. */
-static bool
-parse_event_date(const char *str, TimestampTz *result)
-{
-	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
-	char	   *field[MAXDATEFIELDS];
-	int			ftype[MAXDATEFIELDS];
-	int			nf;
-	int			dtype;
-	struct pg_tm tt;
-	fsec_t		fsec;
-	int			tz;
+/*
+ * Text dates (emit()'s "eventDate") are ISO 8601 and nothing else, read
+ * without any session setting: DateStyle's field order (05/10/2024),
+ * TimeZone (a string without a zone) and the zone abbreviations
+ * (timezone_abbreviations) would otherwise make the same call render
+ * different bodies in different sessions.  The accepted form:
+ *
+ *	  YYYY-MM-DD [ (T|space) HH:MM [:SS [.fraction]] [ Z | +HH[:MM] | -HH[:MM] | +HHMM | -HHMM ] ]
+ *
+ * T and Z may be lower case; without a zone the time is UTC; the fraction
+ * (any number of digits) is rounded half up to microseconds.
+ */
+#define EVENT_DATE_HINT \
+	"Write ISO 8601: YYYY-MM-DD, optionally followed by T or a space, HH:MM[:SS[.fraction]] and Z, +HH[:MM] or -HH[:MM]; without a zone the time is UTC. For example \"2024-05-10T13:28:23.209375Z\"."
 
-	if (strlen(str) >= MAXDATELEN)
+typedef enum EventDateParse
+{
+	EVENT_DATE_OK,
+	EVENT_DATE_BAD_FORM,		/* not the ISO 8601 form above */
+	EVENT_DATE_BAD_FIELD		/* the form, with a field out of range */
+} EventDateParse;
+
+/* n decimal digits at *p into *value, advancing *p */
+static bool
+take_digits(const char **p, int n, int *value)
+{
+	int			v = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if ((*p)[i] < '0' || (*p)[i] > '9')
+			return false;
+		v = v * 10 + ((*p)[i] - '0');
+	}
+	*p += n;
+	*value = v;
+	return true;
+}
+
+/* the character c at *p, advancing *p */
+static bool
+take_char(const char **p, char c)
+{
+	if (**p != c)
 		return false;
-	if (ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0)
-		return false;
-	if (DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0)
-		return false;
-	if (dtype != DTK_DATE)
-		return false;
-	return tm2timestamp(&tt, fsec, &tz, result) == 0;
+	(*p)++;
+	return true;
+}
+
+/*
+ * Parse an eventDate string, without throwing.  On EVENT_DATE_BAD_FIELD,
+ * *detail says which field is out of range.
+ */
+static EventDateParse
+parse_event_date(const char *str, TimestampTz *result, const char **detail)
+{
+	const char *p = str;
+	int			year,
+				mon,
+				mday;
+	int			hour = 0,
+				min = 0,
+				sec = 0,
+				usec = 0;
+	int			tz_sign = 0,
+				tz_hour = 0,
+				tz_min = 0;
+
+	if (!take_digits(&p, 4, &year) || !take_char(&p, '-') ||
+		!take_digits(&p, 2, &mon) || !take_char(&p, '-') ||
+		!take_digits(&p, 2, &mday))
+		return EVENT_DATE_BAD_FORM;
+	if (*p != '\0')
+	{
+		if (*p != 'T' && *p != 't' && *p != ' ')
+			return EVENT_DATE_BAD_FORM;
+		p++;
+		if (!take_digits(&p, 2, &hour) || !take_char(&p, ':') ||
+			!take_digits(&p, 2, &min))
+			return EVENT_DATE_BAD_FORM;
+		if (take_char(&p, ':'))
+		{
+			if (!take_digits(&p, 2, &sec))
+				return EVENT_DATE_BAD_FORM;
+			if (take_char(&p, '.'))
+			{
+				int			ndigits = 0;
+
+				for (; *p >= '0' && *p <= '9'; p++, ndigits++)
+				{
+					if (ndigits < 6)
+						usec = usec * 10 + (*p - '0');
+					else if (ndigits == 6 && *p >= '5')
+						usec++;		/* rounds half up; may reach 1000000 */
+				}
+				if (ndigits == 0)
+					return EVENT_DATE_BAD_FORM;
+				for (; ndigits < 6; ndigits++)
+					usec *= 10;
+			}
+		}
+		if (take_char(&p, 'Z') || take_char(&p, 'z'))
+			tz_sign = 0;
+		else if (*p == '+' || *p == '-')
+		{
+			tz_sign = (*p == '-') ? -1 : 1;
+			p++;
+			if (!take_digits(&p, 2, &tz_hour))
+				return EVENT_DATE_BAD_FORM;
+			if (take_char(&p, ':'))
+			{
+				if (!take_digits(&p, 2, &tz_min))
+					return EVENT_DATE_BAD_FORM;
+			}
+			else if (*p != '\0' && !take_digits(&p, 2, &tz_min))
+				return EVENT_DATE_BAD_FORM;
+		}
+	}
+	if (*p != '\0')
+		return EVENT_DATE_BAD_FORM;
+
+	if (year < 1)
+		*detail = "The year must be 0001 to 9999.";
+	else if (mon < 1 || mon > 12)
+		*detail = "The month must be 01 to 12.";
+	else if (mday < 1 || mday > day_tab[isleap(year) ? 1 : 0][mon - 1])
+		*detail = "The day does not exist in that month.";
+	else if (hour > 23)
+		*detail = "The hour must be 00 to 23.";
+	else if (min > 59)
+		*detail = "The minutes must be 00 to 59.";
+	else if (sec > 59)
+		*detail = "The seconds must be 00 to 59.";
+	else if (tz_hour > MAX_TZDISP_HOUR || tz_min > 59)
+		*detail = "The zone offset must be at most 15:59 hours.";
+	else
+	{
+		int64		days = date2j(year, mon, mday) - POSTGRES_EPOCH_JDATE;
+		int64		secs = ((int64) hour * MINS_PER_HOUR + min) * SECS_PER_MINUTE + sec -
+			(int64) tz_sign * (tz_hour * MINS_PER_HOUR + tz_min) * SECS_PER_MINUTE;
+
+		/* years 1 to 9999 with an offset under 16 h: no overflow */
+		*result = days * USECS_PER_DAY + secs * USECS_PER_SEC + usec;
+		return EVENT_DATE_OK;
+	}
+	return EVENT_DATE_BAD_FIELD;
 }
 
 static void
@@ -261,19 +386,35 @@ wh_build_body(const WhEventType *et, Jsonb *payload)
 	else
 	{
 		char	   *s;
+		const char *detail = NULL;
 
 		if (jv->type != jbvString)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s payload field \"eventDate\" must be a string", et->name),
-					 errhint("Use ISO 8601, e.g. \"2024-05-10T13:28:23.209375Z\".")));
+					 errhint(EVENT_DATE_HINT)));
 		s = pnstrdup(jv->val.string.val, jv->val.string.len);
-		if (!parse_event_date(s, &event_date))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_DATETIME_FORMAT),
-					 errmsg("%s payload field \"eventDate\" is not a valid date and time: \"%s\"",
-							et->name, s),
-					 errhint("Use ISO 8601, e.g. \"2024-05-10T13:28:23.209375Z\".")));
+		switch (parse_event_date(s, &event_date, &detail))
+		{
+			case EVENT_DATE_OK:
+				break;
+			case EVENT_DATE_BAD_FORM:
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_DATETIME_FORMAT),
+						 errmsg("%s payload field \"eventDate\" is not an ISO 8601 date and time: \"%s\"",
+								et->name, s),
+						 errdetail("Dates that depend on DateStyle or TimeZone, zone names and words such as \"now\" are not accepted."),
+						 errhint(EVENT_DATE_HINT)));
+				break;
+			case EVENT_DATE_BAD_FIELD:
+				ereport(ERROR,
+						(errcode(ERRCODE_DATETIME_FIELD_OVERFLOW),
+						 errmsg("%s payload field \"eventDate\" is out of range: \"%s\"",
+								et->name, s),
+						 errdetail_internal("%s", detail),
+						 errhint(EVENT_DATE_HINT)));
+				break;
+		}
 	}
 	wh_format_event_date(&buf, event_date);
 	appendStringInfoChar(&buf, '"');
@@ -617,15 +758,19 @@ build_column_map(const WhEventType *et, Relation rel, ColumnMap *map)
 
 /*
  * eventDate of a row, formatted; a statement inserting many rows usually
- * gives them all the same time stamp, so the last one is remembered.
+ * gives them all the same time stamp, so the last one is remembered.  The
+ * text depends on ts alone (UTC, no session setting), so the memory stays
+ * right across statements and settings; only a formatted value is ever
+ * remembered (an out-of-range ts, such as -infinity, always errors).
  */
 static void
 append_event_date(StringInfo buf, TimestampTz ts)
 {
-	static TimestampTz last_ts = DT_NOBEGIN;
+	static bool have_last = false;
+	static TimestampTz last_ts;
 	static char last_str[48];
 
-	if (ts != last_ts)
+	if (!have_last || ts != last_ts)
 	{
 		StringInfoData tmp;
 
@@ -634,11 +779,19 @@ append_event_date(StringInfo buf, TimestampTz ts)
 		strlcpy(last_str, tmp.data, sizeof(last_str));
 		pfree(tmp.data);
 		last_ts = ts;
+		have_last = true;
 	}
 	appendStringInfoString(buf, last_str);
 }
 
-/* Render one row's body into buf (reset first). */
+/*
+ * Render one row's body into buf (reset first).
+ *
+ * eventDate never depends on the session: a timestamptz is an instant; a
+ * timestamp without time zone is read as UTC wall-clock time and a date as
+ * 00:00:00 UTC of that day (not through the session's TimeZone, which would
+ * give the same row different dates in different sessions).
+ */
 static void
 body_from_slot(StringInfo buf, const WhEventType *et, const ColumnMap *map,
 			   TupleTableSlot *slot, const char *relname)
@@ -661,9 +814,9 @@ body_from_slot(StringInfo buf, const WhEventType *et, const ColumnMap *map,
 			if (map->date_typid == TIMESTAMPTZOID)
 				event_date = DatumGetTimestampTz(d);
 			else if (map->date_typid == TIMESTAMPOID)
-				event_date = DatumGetTimestampTz(DirectFunctionCall1(timestamp_timestamptz, d));
+				event_date = (TimestampTz) DatumGetTimestamp(d);
 			else
-				event_date = DatumGetTimestampTz(DirectFunctionCall1(date_timestamptz, d));
+				event_date = (TimestampTz) DatumGetTimestamp(DirectFunctionCall1(date_timestamp, d));
 		}
 	}
 	append_event_date(buf, event_date);
@@ -740,6 +893,21 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 	td = (TriggerData *) fcinfo->context;
 	trigger = td->tg_trigger;
 	rel = td->tg_relation;
+
+	/*
+	 * Only an AFTER trigger sees a row that is really stored: a BEFORE
+	 * trigger's row may still be skipped without an error (ON CONFLICT DO
+	 * NOTHING, a later BEFORE trigger returning NULL), and an INSTEAD OF
+	 * trigger's row is not stored by PostgreSQL at all.
+	 */
+	if (!TRIGGER_FIRED_AFTER(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on \"%s\" must be an AFTER trigger to call webhooks.enqueue_event()",
+						trigger->tgname, RelationGetRelationName(rel)),
+				 errdetail("It fired %s; the event could describe a row that is never stored.",
+						   TRIGGER_FIRED_BEFORE(td->tg_event) ? "BEFORE" : "INSTEAD OF"),
+				 errhint("Create it as an AFTER INSERT (or AFTER INSERT OR UPDATE) trigger on the table, FOR EACH ROW or FOR EACH STATEMENT with REFERENCING NEW TABLE.")));
 
 	if (trigger->tgnargs != 1)
 		ereport(ERROR,
