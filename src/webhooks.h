@@ -27,7 +27,8 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#define WEBHOOKS_VERSION "1.0"
+/* the extension version (schema) this library is written for */
+#define WEBHOOKS_VERSION "1.1"
 #define WEBHOOKS_USER_AGENT "webhooks/" WEBHOOKS_VERSION " (PostgreSQL extension)"
 
 /* SQLSTATE of a failed connection test (class WH: webhooks) */

@@ -97,8 +97,6 @@
 #define LOCKED_RETRY_MS 1000
 /* the worker never waits long for a lock: it skips, or gives up and retries */
 #define WORKER_LOCK_TIMEOUT "200ms"
-/* the schema this library's statements are written for */
-#define WEBHOOKS_SCHEMA_VERSION "1.1"
 
 /* one claimed delivery, in its own memory context */
 typedef struct Delivery
@@ -463,7 +461,7 @@ check_extension(void)
 						true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "could not read the extension's version");
 		v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		if (strcmp(TextDatumGetCString(v), WEBHOOKS_SCHEMA_VERSION) != 0)
+		if (strcmp(TextDatumGetCString(v), WEBHOOKS_VERSION) != 0)
 		{
 			snprintf(problem, sizeof(problem), "%s", TextDatumGetCString(v));
 			present = false;
@@ -472,7 +470,7 @@ check_extension(void)
 	if (problem[0] != '\0' && strcmp(problem, last_problem) != 0)
 		ereport(LOG,
 				(errmsg("webhooks worker: extension webhooks is at version %s, this library needs %s",
-						problem, WEBHOOKS_SCHEMA_VERSION),
+						problem, WEBHOOKS_VERSION),
 				 errhint("Run ALTER EXTENSION webhooks UPDATE in database \"%s\".", wh_database_name)));
 	strlcpy(last_problem, problem, sizeof(last_problem));
 
