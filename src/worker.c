@@ -35,17 +35,31 @@
  * the leased rows become due again when the lease ends; a restarted worker
  * (there is only one) releases every lease at start, so a crash repeats the
  * requests that were in flight, with the same webhook-id, and loses none.
+ * Each claim stamps its rows with a lease token, and a result is written
+ * (webhooks._record_results) only while the row still carries it: a late
+ * result never overwrites a newer attempt or a reinstalled extension's row.
+ *
+ * The worker is a superuser in a database that other roles own, so its
+ * session is its own (pin_session): settings from ALTER DATABASE/ROLE are
+ * undone, search_path is pg_catalog, pg_temp, and every statement resolves
+ * to pg_catalog and schema webhooks only.  It never waits on other sessions
+ * for long: rows and webhooks they hold locked are skipped (SKIP LOCKED)
+ * and retried a second later, and lock_timeout bounds anything else.
  *
  * Sleeping: the worker waits in the engine's WaitEventSet on its latch,
  * curl's sockets and timers and postmaster death.  A committing
  * transaction that enqueued something sets the latch (webhooks.c); the
- * next scheduled retry bounds the sleep; a maintenance pass (pruning after
- * webhooks.log_retention, expired secrets) runs every minute.
+ * next scheduled retry bounds the sleep; once a second it looks for due
+ * work anyway (COMMIT PREPARED and rows written by hand wake nobody); a
+ * maintenance pass (pruning after webhooks.log_retention, expired secrets,
+ * orphaned events) runs every minute.
  *
  * Signals follow worker_spi: SIGHUP reloads the settings, SIGTERM (die)
  * ends the worker at its next CHECK_FOR_INTERRUPTS, which the latch makes
- * immediate.  Errors in a transaction are reported, rolled back, and the
- * loop goes on after a pause: HTTP failures are data, never errors.
+ * immediate; SIGINT (pg_cancel_backend) cancels the current step.  An
+ * error, in a step or between steps, is reported and rolled back with
+ * interrupts held (recover_from_error); no SQL runs for a second after it,
+ * while requests in flight go on: HTTP failures are data, never errors.
  *
  *-------------------------------------------------------------------------
  */
