@@ -577,8 +577,15 @@ saturated_webhooks(void)
 
 	hash_seq_init(&seq, slots);
 	while ((s = hash_seq_search(&seq)) != NULL)
-		if (s->unrecorded > 0)
-			ids[n++] = Int64GetDatum(s->webhook_id);	/* its rows are locked */
+		if (s->unrecorded >= wh_max_concurrency)
+		{
+			/*
+			 * Its results wait for rows another session holds: one locked
+			 * row does not stop a webhook, but results it cannot record are
+			 * not piled up without bound either.
+			 */
+			ids[n++] = Int64GetDatum(s->webhook_id);
+		}
 		else if (s->in_flight >= wh_max_concurrency_per_webhook)
 		{
 			/* left out, so it may have due rows: its completions will tell */
