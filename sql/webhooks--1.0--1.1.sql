@@ -225,6 +225,65 @@ BEGIN
 END
 $$;
 
+-- Redeliveries queue a delivery as held when its webhook is inactive: they
+-- read is_active under a FOR SHARE lock on the webhook row, taken before
+-- the deliveries are touched (the order of an activation and its trigger).
+-- An activation then either committed first, and the delivery is queued
+-- pending, or waits for the redelivery to commit, and its trigger sees the
+-- held row and releases it; a deactivation likewise holds what was queued
+-- pending.  Without the lock a held row could be left behind an active
+-- webhook, with nothing to release it.
+CREATE OR REPLACE FUNCTION webhooks.redeliver(delivery_id bigint) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d webhooks.deliveries;
+BEGIN
+    PERFORM FROM webhooks.webhooks w
+     WHERE w.id = (SELECT x.webhook_id FROM webhooks.deliveries x WHERE x.id = delivery_id)
+       FOR SHARE;
+    SELECT * INTO d FROM webhooks.deliveries x WHERE x.id = delivery_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'delivery % does not exist', delivery_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Delivered and dead deliveries are kept for webhooks.log_retention.';
+    END IF;
+    IF d.state IN ('pending', 'held') THEN
+        RAISE EXCEPTION 'delivery % is still %', delivery_id, d.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Only delivered and dead deliveries can be redelivered.';
+    END IF;
+    UPDATE webhooks.deliveries x SET
+        state = CASE WHEN w.is_active THEN 'pending' ELSE 'held' END,
+        attempts = 0, next_attempt_at = now(), lease_until = NULL, finished_at = NULL
+      FROM webhooks.webhooks w
+     WHERE x.id = delivery_id AND w.id = x.webhook_id;
+    PERFORM webhooks._wake_worker();
+    RETURN true;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webhooks.redeliver_dead(webhook_name text, since timestamptz DEFAULT '-infinity') RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w webhooks.webhooks := webhooks._get_webhook(webhook_name, false);
+    n bigint;
+BEGIN
+    SELECT * INTO w FROM webhooks.webhooks x WHERE x.id = w.id FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook "%" does not exist', webhook_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'SELECT name FROM webhooks.webhooks lists the webhooks.';
+    END IF;
+    UPDATE webhooks.deliveries x SET
+        state = CASE WHEN w.is_active THEN 'pending' ELSE 'held' END,
+        attempts = 0, next_attempt_at = now(), lease_until = NULL, finished_at = NULL
+     WHERE x.webhook_id = w.id AND x.state = 'dead' AND x.finished_at >= since;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM webhooks._wake_worker();
+    RETURN n;
+END
+$$;
+
 -- Prune history older than cutoff, at most max_rows rows from each table.
 -- Rows another session holds are skipped, and the DELETE itself re-checks
 -- state and age, so a delivery redelivered while a prune runs survives.
