@@ -284,6 +284,33 @@ BEGIN
 END
 $$;
 
+-- Hold the due rows of inactive webhooks that a claim found among its
+-- candidates (an event whose enqueue was still open when its webhook was
+-- deactivated).  is_active is re-read under a FOR SHARE lock on the webhook
+-- row, as the split and _record_results() do: an activation that committed
+-- since the candidates were read leaves the row pending (the next claim
+-- takes it), one that is running makes the row wait for the next claim
+-- (webhook skipped, never waited for), and one that comes later waits for
+-- this transaction, then its trigger sees the held row and releases it.
+CREATE FUNCTION webhooks._hold_inactive(delivery_ids bigint[]) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE webhooks.deliveries d SET state = 'held'
+     WHERE d.id = ANY (delivery_ids) AND d.state = 'pending'
+       AND d.webhook_id IN (SELECT w.id FROM webhooks.webhooks w
+                             WHERE NOT w.is_active
+                               AND w.id IN (SELECT x.webhook_id FROM webhooks.deliveries x
+                                             WHERE x.id = ANY (delivery_ids))
+                               FOR SHARE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION webhooks._hold_inactive(bigint[]) IS
+    'Used by the worker''s claim: holds the given pending deliveries whose webhook is inactive (webhooks locked by another session are skipped); returns how many.';
+
 -- Prune history older than cutoff, at most max_rows rows from each table.
 -- Rows another session holds are skipped, and the DELETE itself re-checks
 -- state and age, so a delivery redelivered while a prune runs survives.
@@ -358,5 +385,6 @@ COMMENT ON FUNCTION webhooks._sweep_orphans() IS
 ------------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION webhooks._new_msg_id(), webhooks._batch_msg_id(text, bigint),
     webhooks._record_results(webhooks._delivery_result[]), webhooks._deactivate_gone(bigint[], text),
-    webhooks._prune(timestamptz, integer), webhooks._sweep_orphans() FROM PUBLIC;
+    webhooks._prune(timestamptz, integer), webhooks._sweep_orphans(), webhooks._hold_inactive(bigint[])
+    FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION webhooks._new_msg_id(), webhooks._batch_msg_id(text, bigint) TO webhooks_admin;
