@@ -23,7 +23,7 @@ REGRESS = schema url_validation wizard_errors emit trigger event_dates roles
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
 
 # isolation specs live in test/specs, their outputs in test/expected
-ISOLATION = activation_race
+ISOLATION = activation_race record_lease activation_split activation_record orphan_sweep prune_redeliver activation_redeliver activation_claim
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/regress.conf
 
 TAP_TESTS = 1

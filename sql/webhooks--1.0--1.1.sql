@@ -225,6 +225,92 @@ BEGIN
 END
 $$;
 
+-- Redeliveries queue a delivery as held when its webhook is inactive: they
+-- read is_active under a FOR SHARE lock on the webhook row, taken before
+-- the deliveries are touched (the order of an activation and its trigger).
+-- An activation then either committed first, and the delivery is queued
+-- pending, or waits for the redelivery to commit, and its trigger sees the
+-- held row and releases it; a deactivation likewise holds what was queued
+-- pending.  Without the lock a held row could be left behind an active
+-- webhook, with nothing to release it.
+CREATE OR REPLACE FUNCTION webhooks.redeliver(delivery_id bigint) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d webhooks.deliveries;
+BEGIN
+    PERFORM FROM webhooks.webhooks w
+     WHERE w.id = (SELECT x.webhook_id FROM webhooks.deliveries x WHERE x.id = delivery_id)
+       FOR SHARE;
+    SELECT * INTO d FROM webhooks.deliveries x WHERE x.id = delivery_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'delivery % does not exist', delivery_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Delivered and dead deliveries are kept for webhooks.log_retention.';
+    END IF;
+    IF d.state IN ('pending', 'held') THEN
+        RAISE EXCEPTION 'delivery % is still %', delivery_id, d.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Only delivered and dead deliveries can be redelivered.';
+    END IF;
+    UPDATE webhooks.deliveries x SET
+        state = CASE WHEN w.is_active THEN 'pending' ELSE 'held' END,
+        attempts = 0, next_attempt_at = now(), lease_until = NULL, finished_at = NULL
+      FROM webhooks.webhooks w
+     WHERE x.id = delivery_id AND w.id = x.webhook_id;
+    PERFORM webhooks._wake_worker();
+    RETURN true;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webhooks.redeliver_dead(webhook_name text, since timestamptz DEFAULT '-infinity') RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w webhooks.webhooks := webhooks._get_webhook(webhook_name, false);
+    n bigint;
+BEGIN
+    SELECT * INTO w FROM webhooks.webhooks x WHERE x.id = w.id FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook "%" does not exist', webhook_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'SELECT name FROM webhooks.webhooks lists the webhooks.';
+    END IF;
+    UPDATE webhooks.deliveries x SET
+        state = CASE WHEN w.is_active THEN 'pending' ELSE 'held' END,
+        attempts = 0, next_attempt_at = now(), lease_until = NULL, finished_at = NULL
+     WHERE x.webhook_id = w.id AND x.state = 'dead' AND x.finished_at >= since;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM webhooks._wake_worker();
+    RETURN n;
+END
+$$;
+
+-- Hold the due rows of inactive webhooks that a claim found among its
+-- candidates (an event whose enqueue was still open when its webhook was
+-- deactivated).  is_active is re-read under a FOR SHARE lock on the webhook
+-- row, as the split and _record_results() do: an activation that committed
+-- since the candidates were read leaves the row pending (the next claim
+-- takes it), one that is running makes the row wait for the next claim
+-- (webhook skipped, never waited for), and one that comes later waits for
+-- this transaction, then its trigger sees the held row and releases it.
+CREATE FUNCTION webhooks._hold_inactive(delivery_ids bigint[]) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE webhooks.deliveries d SET state = 'held'
+     WHERE d.id = ANY (delivery_ids) AND d.state = 'pending'
+       AND d.webhook_id IN (SELECT w.id FROM webhooks.webhooks w
+                             WHERE NOT w.is_active
+                               AND w.id IN (SELECT x.webhook_id FROM webhooks.deliveries x
+                                             WHERE x.id = ANY (delivery_ids))
+                               FOR SHARE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION webhooks._hold_inactive(bigint[]) IS
+    'Used by the worker''s claim: holds the given pending deliveries whose webhook is inactive (webhooks locked by another session are skipped); returns how many.';
+
 -- Prune history older than cutoff, at most max_rows rows from each table.
 -- Rows another session holds are skipped, and the DELETE itself re-checks
 -- state and age, so a delivery redelivered while a prune runs survives.
@@ -299,5 +385,6 @@ COMMENT ON FUNCTION webhooks._sweep_orphans() IS
 ------------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION webhooks._new_msg_id(), webhooks._batch_msg_id(text, bigint),
     webhooks._record_results(webhooks._delivery_result[]), webhooks._deactivate_gone(bigint[], text),
-    webhooks._prune(timestamptz, integer), webhooks._sweep_orphans() FROM PUBLIC;
+    webhooks._prune(timestamptz, integer), webhooks._sweep_orphans(), webhooks._hold_inactive(bigint[])
+    FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION webhooks._new_msg_id(), webhooks._batch_msg_id(text, bigint) TO webhooks_admin;

@@ -402,11 +402,11 @@ prepare_plans(void)
 						   "               THEN w.previous_secret END, "
 						   "          w.auth_token, w.headers, d.msg_id",
 						   3, t_claim);
-	/* due rows of an inactive webhook (a race with its deactivation) are held */
-	plan_hold = keep_plan(
-						  "UPDATE webhooks.deliveries SET state = 'held' "
-						  " WHERE id = ANY ($1) AND state = 'pending'",
-						  1, t_hold);
+	/*
+	 * due rows of an inactive webhook (a race with its deactivation) are
+	 * held, judged under a lock on the webhook row (a racing activation)
+	 */
+	plan_hold = keep_plan("SELECT webhooks._hold_inactive($1)", 1, t_hold);
 	/* webhooks with every slot taken are skipped: their completions wake us */
 	plan_next_due = keep_plan(
 							  "SELECT pg_catalog.min(x.t) FROM webhooks.webhooks w "
