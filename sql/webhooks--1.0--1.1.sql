@@ -252,9 +252,15 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'Only delivered and dead deliveries can be redelivered.';
     END IF;
+    IF NOT EXISTS (SELECT FROM webhooks.webhooks w WHERE w.id = d.webhook_id) THEN
+        RAISE EXCEPTION 'the webhook of delivery % no longer exists', delivery_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'A delivery is bound to the webhook that was active when it was enqueued.',
+                  HINT = 'Its payload is in webhooks.dead_deliveries; enqueue it again with webhooks.emit().';
+    END IF;
     UPDATE webhooks.deliveries x SET
         state = CASE WHEN w.is_active THEN 'pending' ELSE 'held' END,
-        attempts = 0, next_attempt_at = now(), lease_until = NULL, finished_at = NULL
+        attempts = 0, next_attempt_at = now(), lease_until = NULL, lease_token = NULL, finished_at = NULL
       FROM webhooks.webhooks w
      WHERE x.id = delivery_id AND w.id = x.webhook_id;
     PERFORM webhooks._wake_worker();
@@ -276,7 +282,7 @@ BEGIN
     END IF;
     UPDATE webhooks.deliveries x SET
         state = CASE WHEN w.is_active THEN 'pending' ELSE 'held' END,
-        attempts = 0, next_attempt_at = now(), lease_until = NULL, finished_at = NULL
+        attempts = 0, next_attempt_at = now(), lease_until = NULL, lease_token = NULL, finished_at = NULL
      WHERE x.webhook_id = w.id AND x.state = 'dead' AND x.finished_at >= since;
     GET DIAGNOSTICS n = ROW_COUNT;
     PERFORM webhooks._wake_worker();
@@ -348,8 +354,11 @@ BEGIN
     WITH o AS (
         UPDATE webhooks.deliveries d SET state = 'dead', finished_at = pg_catalog.now(),
                lease_until = NULL, lease_token = NULL, last_error = 'webhook no longer exists'
-         WHERE d.state IN ('pending', 'held')
-           AND NOT EXISTS (SELECT FROM webhooks.webhooks w WHERE w.id = d.webhook_id)
+         WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                         WHERE x.state IN ('pending', 'held')
+                           AND NOT EXISTS (SELECT FROM webhooks.webhooks w WHERE w.id = x.webhook_id)
+                           FOR UPDATE SKIP LOCKED)
+           AND d.state IN ('pending', 'held')
         RETURNING d.*)
     INSERT INTO webhooks.webhook_logs (webhook_id, error_content, webhook_payload, delivery_id, attempt,
                                        outcome, msg_id)
@@ -359,7 +368,9 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     WITH o AS (
         DELETE FROM webhooks.event_batches b
-         WHERE NOT EXISTS (SELECT FROM webhooks.webhooks w WHERE w.id = b.webhook_id)
+         WHERE b.id IN (SELECT x.id FROM webhooks.event_batches x
+                         WHERE NOT EXISTS (SELECT FROM webhooks.webhooks w WHERE w.id = x.webhook_id)
+                           FOR UPDATE SKIP LOCKED)
         RETURNING b.*)
     INSERT INTO webhooks.webhook_logs (webhook_id, error_content, webhook_payload, outcome, msg_id)
     SELECT o.webhook_id, 'webhook no longer exists', webhooks._json_or_null(e.body), 'dead',
