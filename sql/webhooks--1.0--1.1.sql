@@ -54,6 +54,9 @@ COMMENT ON COLUMN webhooks.event_batches.first_msg_id IS
     'The webhook-id of the batch''s first event; the others follow it (webhooks._batch_msg_id).';
 
 ALTER TABLE webhooks.webhook_logs ADD COLUMN msg_id text;
+-- Attempts logged by 1.0 were sent as msg_<delivery id>: say so, so that a
+-- webhook-id a receiver reports finds its log rows whatever their age.
+UPDATE webhooks.webhook_logs SET msg_id = 'msg_' || delivery_id::text WHERE delivery_id IS NOT NULL;
 COMMENT ON COLUMN webhooks.webhook_logs.msg_id IS 'The webhook-id of the attempt (the delivery''s msg_id).';
 
 -- One delivery's outcome, as the worker hands it to _record_results().

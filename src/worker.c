@@ -156,6 +156,8 @@ static int64 *to_release_tokens;
 static int	nto_release = 0;
 
 static bool extension_present = false;
+static Oid	extension_oid = InvalidOid;	/* of the install being served */
+static char installed_version[NAMEDATALEN + 64] = "";	/* when not the library's */
 static bool maybe_work = true;
 static TimestampTz next_due = 0;
 static TimestampTz next_maintenance = 0;
@@ -457,15 +459,25 @@ forget_plans(void)
 /*
  * Is the extension installed, at the version this library is written for?
  * An install that was not updated (ALTER EXTENSION webhooks UPDATE) is
- * waited for, not guessed at.
+ * waited for, not guessed at.  An extension dropped and created again
+ * between two looks (in one transaction, say) is a new install: its version
+ * is checked again and nothing prepared for the old one is used.
  */
 static bool
 check_extension(void)
 {
-	static char last_problem[NAMEDATALEN + 64];
-	bool		present = OidIsValid(get_extension_oid("webhooks", true));
+	Oid			oid = get_extension_oid("webhooks", true);
+	bool		present = OidIsValid(oid);
 	char		problem[NAMEDATALEN + 64] = "";
 
+	if (present && extension_present && oid != extension_oid)
+	{
+		elog(LOG, "webhooks worker: extension webhooks was dropped and created again");
+		forget_plans();
+		leases_released = false;
+		extension_present = false;
+		next_maintenance = 0;	/* look again soon, not at the next maintenance */
+	}
 	if (present && !extension_present)
 	{
 		bool		isnull;
@@ -481,22 +493,24 @@ check_extension(void)
 			present = false;
 		}
 	}
-	if (problem[0] != '\0' && strcmp(problem, last_problem) != 0)
+	if (problem[0] != '\0' && strcmp(problem, installed_version) != 0)
 		ereport(LOG,
 				(errmsg("webhooks worker: extension webhooks is at version %s, this library needs %s",
 						problem, WEBHOOKS_VERSION),
 				 errhint("Run ALTER EXTENSION webhooks UPDATE in database \"%s\".", wh_database_name)));
-	strlcpy(last_problem, problem, sizeof(last_problem));
+	strlcpy(installed_version, problem, sizeof(installed_version));
 
 	if (!present && extension_present)
 	{
 		elog(LOG, "webhooks worker: extension dropped; waiting for CREATE EXTENSION webhooks");
 		forget_plans();
 		leases_released = false;
+		next_maintenance = 0;
 	}
 	else if (present && !extension_present)
 		elog(LOG, "webhooks worker: serving database \"%s\"", wh_database_name);
 	extension_present = present;
+	extension_oid = present ? oid : InvalidOid;
 	return present;
 }
 
@@ -1328,7 +1342,10 @@ static void
 report_activity(void)
 {
 	char		buf[128];
-	if (!extension_present)
+	if (!extension_present && installed_version[0] != '\0')
+		snprintf(buf, sizeof(buf), "waiting for ALTER EXTENSION webhooks UPDATE (installed %s, needs %s)",
+				 installed_version, WEBHOOKS_SCHEMA_VERSION);
+	else if (!extension_present)
 		snprintf(buf, sizeof(buf), "waiting for CREATE EXTENSION webhooks");
 	else if (!wh_enabled)
 		snprintf(buf, sizeof(buf), "paused (webhooks.enabled = off), %d in flight", in_flight);
