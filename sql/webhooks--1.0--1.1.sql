@@ -185,6 +185,8 @@ SELECT d.id AS delivery_id, w.name AS webhook_name, d.webhook_id, d.event_type, 
 
 UPDATE webhooks.deliveries SET attempts = 0 WHERE attempts < 0;
 ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_attempts_check CHECK (attempts >= 0);
+-- 1.0 let a hand-written negative attempts reach the log (delete_webhook's discard rows)
+UPDATE webhooks.webhook_logs SET attempt = 0 WHERE attempt < 0;
 ALTER TABLE webhooks.webhook_logs ADD CONSTRAINT webhook_logs_attempt_check CHECK (attempt >= 0);
 
 ------------------------------------------------------------------------------
@@ -402,3 +404,6 @@ REVOKE ALL ON FUNCTION webhooks._new_msg_id(), webhooks._batch_msg_id(text, bigi
     webhooks._prune(timestamptz, integer), webhooks._sweep_orphans(), webhooks._hold_inactive(bigint[])
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION webhooks._new_msg_id(), webhooks._batch_msg_id(text, bigint) TO webhooks_admin;
+
+-- wake the worker so it serves the updated install at once
+SELECT webhooks._wake_worker();
