@@ -1344,7 +1344,7 @@ report_activity(void)
 	char		buf[128];
 	if (!extension_present && installed_version[0] != '\0')
 		snprintf(buf, sizeof(buf), "waiting for ALTER EXTENSION webhooks UPDATE (installed %s, needs %s)",
-				 installed_version, WEBHOOKS_SCHEMA_VERSION);
+				 installed_version, WEBHOOKS_VERSION);
 	else if (!extension_present)
 		snprintf(buf, sizeof(buf), "waiting for CREATE EXTENSION webhooks");
 	else if (!wh_enabled)
