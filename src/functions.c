@@ -274,8 +274,8 @@ webhooks_json_or_null(PG_FUNCTION_ARGS)
 	text	   *t = PG_GETARG_TEXT_PP(0);
 	JsonLexContext *lex;
 
-	lex = makeJsonLexContextCstringLen(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
-									   GetDatabaseEncoding(), false);
+	lex = wh_make_json_lex(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
+						   GetDatabaseEncoding(), false);
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(t);

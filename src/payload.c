@@ -154,7 +154,7 @@ parse_event_date(const char *str, TimestampTz *result)
 		return false;
 	if (ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0)
 		return false;
-	if (DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0)
+	if (wh_decode_date_time(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0)
 		return false;
 	if (dtype != DTK_DATE)
 		return false;
@@ -391,7 +391,7 @@ active_webhook_id(const char *event_type)
 	bool		isnull;
 	int			rc;
 
-	if (cached_lxid == MyProc->lxid && cached_cid == cid &&
+	if (cached_lxid == wh_my_lxid() && cached_cid == cid &&
 		strcmp(cached_type, event_type) == 0)
 		return cached_id;
 
@@ -411,7 +411,7 @@ active_webhook_id(const char *event_type)
 		if (!isnull)
 			cached_id = DatumGetInt64(d);
 	}
-	cached_lxid = MyProc->lxid;
+	cached_lxid = wh_my_lxid();
 	cached_cid = cid;
 	strlcpy(cached_type, event_type, sizeof(cached_type));
 	return cached_id;

@@ -27,7 +27,7 @@
 #include "storage/shmem.h"
 #include "utils/guc.h"
 
-PG_MODULE_MAGIC;
+WH_PG_MODULE_MAGIC;
 
 /* PostgreSQL 15 declares no prototype for _PG_init */
 void		_PG_init(void);

@@ -27,6 +27,8 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
+
 #define WEBHOOKS_VERSION "1.0"
 #define WEBHOOKS_USER_AGENT "webhooks/" WEBHOOKS_VERSION " (PostgreSQL extension)"
 

@@ -417,7 +417,7 @@ precheck(Delivery *d, const char *secret, const char *previous_secret,
 		slot->valid_url = MemoryContextStrdup(worker_cxt, d->req.url);
 		slot->valid_url_private = wh_allow_private_targets;
 	}
-	lex = makeJsonLexContextCstringLen(d->req.body, strlen(d->req.body), GetDatabaseEncoding(), false);
+	lex = wh_make_json_lex(d->req.body, strlen(d->req.body), GetDatabaseEncoding(), false);
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		return "rejected before sending: the payload is not valid JSON";
 	if ((int) strlen(d->req.body) > wh_max_payload_size)
@@ -1121,7 +1121,7 @@ webhooks_worker_main(Datum main_arg)
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	wh_shared->worker_pid = MyProcPid;
-	wh_shared->worker_procno = MyProc->pgprocno;
+	wh_shared->worker_procno = wh_my_procno();
 	before_shmem_exit(worker_shmem_exit, (Datum) 0);
 
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "webhooks worker", ALLOCSET_DEFAULT_SIZES);
