@@ -16,12 +16,14 @@
 
 #include "postgres.h"
 
+#include "common/base64.h"
 #include "common/jsonapi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 
 #if PG_VERSION_NUM < 150000
 #error "webhooks needs PostgreSQL 15 or later"
@@ -109,6 +111,53 @@ wh_make_json_lex(const char *json, size_t len, int encoding, bool need_escapes)
 #else
 	return makeJsonLexContextCstringLen(unconstify(char *, json), (int) len,
 										encoding, need_escapes);
+#endif
+}
+
+/*
+ * The "extra" of a GUC check hook: up to 15 PostgreSQL releases it with
+ * free(); since 16 with guc_free(), which is pfree() in GUC's own memory
+ * context, so there it must come from guc_malloc().  NULL when out of
+ * memory (the check hook then fails).
+ */
+static inline void *
+wh_guc_malloc(size_t size)
+{
+#if PG_VERSION_NUM >= 160000
+	return guc_malloc(LOG, size);
+#else
+	return malloc(size);
+#endif
+}
+
+static inline void
+wh_guc_free(void *ptr)
+{
+#if PG_VERSION_NUM >= 160000
+	guc_free(ptr);
+#else
+	free(ptr);
+#endif
+}
+
+/* base64: 18 takes the binary side as uint8 rather than char */
+static inline int
+wh_b64_encode(const void *src, int len, char *dst, int dstlen)
+{
+#if PG_VERSION_NUM >= 180000
+	return pg_b64_encode((const uint8 *) src, len, dst, dstlen);
+#else
+	return pg_b64_encode((const char *) src, len, dst, dstlen);
+#endif
+}
+
+static inline int
+wh_b64_decode(const char *src, int len, void *dst, int dstlen)
+{
+#if PG_VERSION_NUM >= 180000
+	return pg_b64_decode(src, len, (uint8 *) dst, dstlen);
+#else
+	return pg_b64_decode(src, len, (char *) dst, dstlen);
 #endif
 }
 

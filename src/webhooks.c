@@ -83,7 +83,7 @@ check_retry_schedule(char **newval, void **extra, GucSource source)
 	RetrySchedule *sched;
 	int			n = 0;
 
-	sched = malloc(offsetof(RetrySchedule, delays_ms) + WH_MAX_RETRIES * sizeof(int));
+	sched = wh_guc_malloc(offsetof(RetrySchedule, delays_ms) + WH_MAX_RETRIES * sizeof(int));
 	if (sched == NULL)
 		return false;
 	copy = pstrdup(*newval ? *newval : "");
@@ -140,7 +140,7 @@ check_retry_schedule(char **newval, void **extra, GucSource source)
 
 fail:
 	pfree(copy);
-	free(sched);
+	wh_guc_free(sched);
 	return false;
 }
 
