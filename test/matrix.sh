@@ -8,7 +8,8 @@
 #        exit if any failed
 # The chroots are minimal roots (debootstrap --variant=minbase) kept under
 # $WH_MATRIX_CACHE (default /var/cache/webhooks-matrix/<release>) and reused;
-# a stamp file in each says its packages are installed.  The Debian mirror is
+# a stamp file in each says its packages are installed (delete a release's
+# directory to start it afresh, e.g. when unstable has moved on).  The Debian mirror is
 # the one this machine's apt is configured with (override: WH_DEBIAN_MIRROR).
 # Needs root (debootstrap, chroot, mount).  PG_CFLAGS (e.g. -Werror) and
 # FUZZ_SECONDS are passed through to test/check.sh.
@@ -150,7 +151,7 @@ prepare_root() {
 }
 
 run_native() {
-	bash test/check.sh
+	WH_PG_VERSION=15 bash test/check.sh
 }
 
 run_chroot() {
@@ -195,7 +196,7 @@ for v in 15 17 18; do
 	start=$SECONDS
 	status=0
 	# a process of its own: its own set -e, traps and lock
-	bash "$0" "$v" || status=$?
+	bash "$top/test/matrix.sh" "$v" || status=$?
 	took=$((SECONDS - start))
 	if [ $status -eq 0 ]; then
 		summary+=("PostgreSQL $v: passed in ${took}s")
