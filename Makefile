@@ -36,7 +36,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS tracks no header dependencies: every object depends on the shared headers
-$(OBJS): src/webhooks.h src/url.h
+$(OBJS): src/webhooks.h src/url.h src/compat.h
 
 # after the include: Makefile.global resets PROVE_FLAGS
 PROVE_FLAGS = -I $(srcdir)/test

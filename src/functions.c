@@ -302,7 +302,7 @@ wh_json_valid(const char *s, size_t len)
 		else if (c == '}' || c == ']')
 			depth--;
 	}
-	lex = makeJsonLexContextCstringLen((char *) s, len, GetDatabaseEncoding(), false);
+	lex = wh_make_json_lex((char *) s, len, GetDatabaseEncoding(), false);
 	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
 }
 

@@ -114,10 +114,12 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		{
 			if (engine->socks[i].corked)
 			{
+#ifdef TCP_CORK
 				/* never leave data held back in a socket we stop watching */
 				int			off = 0;
 
 				(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof(off));
+#endif
 			}
 			engine->socks[i] = engine->socks[engine->nsocks - 1];
 			engine->nsocks--;
@@ -628,7 +630,7 @@ rebuild_wait_set(WhEngine *engine)
 
 	if (engine->wes)
 		FreeWaitEventSet(engine->wes);
-	engine->wes = CreateWaitEventSet(engine->cxt, engine->nsocks + 2);
+	engine->wes = wh_create_wait_event_set(engine->cxt, engine->nsocks + 2);
 	AddWaitEventToSet(engine->wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(engine->wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i < engine->nsocks; i++)
@@ -677,7 +679,11 @@ engine_cork(WhEngine *engine, bool on)
 		if (engine->socks[i].corked == on)
 			continue;
 		/* a failure only costs the batching: the data still goes out */
+#ifdef TCP_CORK
 		(void) setsockopt(engine->socks[i].fd, IPPROTO_TCP, TCP_CORK, &val, sizeof(val));
+#else
+		(void) val;				/* not Linux: no corking */
+#endif
 		engine->socks[i].corked = on;
 	}
 }

@@ -532,7 +532,7 @@ active_webhook_id(const char *event_type)
 	bool		isnull;
 	int			rc;
 
-	if (cached_lxid == MyProc->lxid && cached_cid == cid &&
+	if (cached_lxid == wh_my_lxid() && cached_cid == cid &&
 		strcmp(cached_type, event_type) == 0)
 		return cached_id;
 
@@ -552,7 +552,7 @@ active_webhook_id(const char *event_type)
 		if (!isnull)
 			cached_id = DatumGetInt64(d);
 	}
-	cached_lxid = MyProc->lxid;
+	cached_lxid = wh_my_lxid();
 	cached_cid = cid;
 	strlcpy(cached_type, event_type, sizeof(cached_type));
 	return cached_id;

@@ -39,7 +39,7 @@ wh_generate_secret(void)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random bytes for a webhook secret")));
 	strcpy(out, WH_SECRET_PREFIX);
-	n = pg_b64_encode((const char *) raw, sizeof(raw),
+	n = wh_b64_encode((const char *) raw, sizeof(raw),
 					  out + strlen(WH_SECRET_PREFIX), enclen);
 	if (n < 0)
 		elog(ERROR, "could not encode webhook secret");
@@ -70,7 +70,7 @@ decode_secret(const char *secret, uint8 *key, int keysize, const char **why)
 		*why = "The part after \"whsec_\" must be standard base64 of 16 to 64 bytes.";
 		return -1;
 	}
-	n = pg_b64_decode(b64, len, (char *) key, keysize);
+	n = wh_b64_decode(b64, len, (char *) key, keysize);
 	if (n < WH_SECRET_MIN_BYTES || n > WH_SECRET_MAX_BYTES)
 	{
 		*why = "The part after \"whsec_\" must be standard base64 of 16 to 64 bytes.";
@@ -181,7 +181,7 @@ wh_sign(const char *secret, const char *msg_id, int64 timestamp,
 	enclen = pg_b64_enc_len(maclen);
 	out = palloc(3 + enclen + 1);
 	memcpy(out, "v1,", 3);
-	n = pg_b64_encode((const char *) mac, maclen, out + 3, enclen);
+	n = wh_b64_encode((const char *) mac, maclen, out + 3, enclen);
 	if (n < 0)
 		elog(ERROR, "could not encode signature");
 	out[3 + n] = '\0';

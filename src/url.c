@@ -650,8 +650,13 @@ check_host(const char *host, int allow_private, char *reason_buf,
 		desc = judge_literal(kind, addr, allow_private, &metadata);
 		if (desc != NULL)
 		{
+			/* in lower case, as newer libcurl versions hand it back */
+			for (i = 0; i < len && i < sizeof(lower) - 1; i++)
+				lower[i] = (host[i] >= 'A' && host[i] <= 'F') ?
+					host[i] - 'A' + 'a' : host[i];
+			lower[i] = '\0';
 			set_reason(reason_buf, reason_len, "host %s is %s %s",
-					   host, article(desc), desc);
+					   lower, article(desc), desc);
 			return metadata ? WH_URL_METADATA : WH_URL_PRIVATE_ADDRESS;
 		}
 		return WH_URL_OK;
@@ -889,6 +894,71 @@ check_raw(const char *url, char *reason_buf, size_t reason_len)
 }
 
 /*
+ * Judge the host as it is written, where libcurl versions differ in what
+ * they hand back: 7.x leaves a trailing dot and percent-encoded IPv4
+ * spellings alone, while 8.x rewrites some of them to plain dotted quads
+ * (so "93.184.216.34." would pass) or rejects them with errors of its own.  Hosts with a trailing dot or a
+ * percent sign are therefore judged here first, on the percent-decoded
+ * text, and IPv6 zone ids are refused here, so that the verdict and its
+ * reason do not depend on the libcurl the server has.  Anything else, and
+ * anything this cannot read, is left to the checks after libcurl's parse.
+ */
+static WhUrlStatus
+check_raw_host(const char *url, int allow_private, char *reason_buf,
+			   size_t reason_len)
+{
+	const char *auth = url + 8;
+	size_t		auth_len = strcspn(auth, "/?#");
+	size_t		host_len;
+	size_t		i;
+	size_t		n = 0;
+	char		host[WH_MAX_HOSTNAME + 3];
+
+	if (auth[0] == '[')
+	{
+		const char *close = memchr(auth, ']', auth_len);
+
+		if (close == NULL || (size_t) (close - auth) + 1 >= sizeof(host))
+			return WH_URL_OK;
+		host_len = (size_t) (close - auth) + 1;
+		if (memchr(auth, '%', host_len) != NULL)
+		{
+			set_reason(reason_buf, reason_len,
+					   "URL is not a valid absolute URL (IPv6 zone ids are not allowed)");
+			return WH_URL_MALFORMED;
+		}
+		return WH_URL_OK;
+	}
+
+	host_len = strcspn(auth, ":");
+	if (host_len > auth_len)
+		host_len = auth_len;
+	if (host_len == 0 ||
+		(auth[host_len - 1] != '.' && memchr(auth, '%', host_len) == NULL))
+		return WH_URL_OK;
+	for (i = 0; i < host_len; i++)
+	{
+		int			c = (unsigned char) auth[i];
+
+		if (c == '%')
+		{
+			int			hi = i + 2 < host_len ? hex_value((unsigned char) auth[i + 1]) : -1;
+			int			lo = i + 2 < host_len ? hex_value((unsigned char) auth[i + 2]) : -1;
+
+			if (hi < 0 || lo < 0)
+				return WH_URL_OK;
+			c = hi * 16 + lo;
+			i += 2;
+		}
+		if (n + 1 >= sizeof(host))
+			return WH_URL_OK;
+		host[n++] = (char) c;
+	}
+	host[n] = '\0';
+	return check_host(host, allow_private, reason_buf, reason_len);
+}
+
+/*
  * Map a libcurl error from parsing the whole URL to our verdict.
  */
 static WhUrlStatus
@@ -1095,6 +1165,9 @@ wh_url_check(const char *url, int allow_private, char **canonical,
 	set_reason(reason_buf, reason_len, "%s", "");
 
 	status = check_raw(url, reason_buf, reason_len);
+	if (status != WH_URL_OK)
+		return status;
+	status = check_raw_host(url, allow_private, reason_buf, reason_len);
 	if (status != WH_URL_OK)
 		return status;
 

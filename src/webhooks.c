@@ -27,7 +27,7 @@
 #include "storage/shmem.h"
 #include "utils/guc.h"
 
-PG_MODULE_MAGIC;
+WH_PG_MODULE_MAGIC;
 
 /* PostgreSQL 15 declares no prototype for _PG_init */
 void		_PG_init(void);
@@ -83,7 +83,7 @@ check_retry_schedule(char **newval, void **extra, GucSource source)
 	RetrySchedule *sched;
 	int			n = 0;
 
-	sched = malloc(offsetof(RetrySchedule, delays_ms) + WH_MAX_RETRIES * sizeof(int));
+	sched = wh_guc_malloc(offsetof(RetrySchedule, delays_ms) + WH_MAX_RETRIES * sizeof(int));
 	if (sched == NULL)
 		return false;
 	copy = pstrdup(*newval ? *newval : "");
@@ -140,7 +140,7 @@ check_retry_schedule(char **newval, void **extra, GucSource source)
 
 fail:
 	pfree(copy);
-	free(sched);
+	wh_guc_free(sched);
 	return false;
 }
 

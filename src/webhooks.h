@@ -27,6 +27,8 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
+
 /* the extension version (schema) this library is written for */
 #define WEBHOOKS_VERSION "1.1"
 #define WEBHOOKS_USER_AGENT "webhooks/" WEBHOOKS_VERSION " (PostgreSQL extension)"

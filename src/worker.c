@@ -64,7 +64,6 @@
  *-------------------------------------------------------------------------
  */
 #include "webhooks.h"
-#include "compat.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -1571,7 +1570,7 @@ webhooks_worker_main(Datum main_arg)
 	pin_session();
 
 	wh_shared->worker_pid = MyProcPid;
-	wh_shared->worker_procno = MyProc->pgprocno;
+	wh_shared->worker_procno = wh_my_procno();
 	before_shmem_exit(worker_shmem_exit, (Datum) 0);
 
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "webhooks worker", ALLOCSET_DEFAULT_SIZES);

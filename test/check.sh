@@ -10,17 +10,22 @@ cd "$(dirname "$0")/.."
 top=$(pwd)
 
 bash test/setup.sh
+# build against the PostgreSQL that setup.sh chose (WH_PG_VERSION, else the
+# newest installed), unless PG_CONFIG says otherwise
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$(bash test/setup.sh --which)/bin/pg_config}
+export PG_CONFIG
+echo "check: $("$PG_CONFIG" --version)"
 make -s
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
-$SUDO make -s install
+$SUDO make -s PG_CONFIG="$PG_CONFIG" install
 
 status=0
 if [ "$(id -u)" = 0 ]; then
 	work=$(mktemp -d /tmp/webhooks-check.XXXXXX)
 	tar --exclude=.git -cf - . | tar -xf - -C "$work"
 	chown -R postgres: "$work"
-	runuser -u postgres -- make -C "$work" installcheck || status=$?
+	runuser -u postgres -- make -C "$work" PG_CONFIG="$PG_CONFIG" installcheck || status=$?
 	where=$work
 else
 	make installcheck || status=$?

@@ -3,10 +3,10 @@
 #
 #   bash test/demo.sh
 #
-# On a fresh Debian 12 machine: installs what is missing (test/setup.sh),
+# On a fresh Debian 12 or 13 machine: installs what is missing (test/setup.sh),
 # builds and installs the extension, then, in a throwaway directory:
-#   - a PostgreSQL 15 cluster that preloads the library (as the postgres user
-#     when run as root: initdb refuses root),
+#   - a PostgreSQL cluster (the version test/setup.sh picks) that preloads
+#     the library (as the postgres user when run as root: initdb refuses root),
 #   - an HTTPS receiver on 127.0.0.1 with a certificate from a test CA
 #     (test/make_certs.sh, test/receiver.py),
 #   - webhooks defined with the wizard, application tables with the trigger,
@@ -21,7 +21,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PGBIN=${PGBIN:-/usr/lib/postgresql/$(bash "$here/setup.sh" --which)/bin}
 . "$here/lib.sh"
 PYTHON=${PYTHON:-/usr/bin/python3}
 [ -x "$PYTHON" ] || PYTHON=python3
@@ -81,7 +81,7 @@ say "test CA:  $tmp/certs/ca.crt (server certificate for 127.0.0.1 / localhost)"
 say "receiver: $base  (/ok answers 200, /status/503 answers 503)"
 
 # ---------------------------------------------------------------------------
-section "Throwaway PostgreSQL 15 cluster"
+section "Throwaway PostgreSQL $("$PGBIN/pg_config" --version | sed 's/^PostgreSQL //') cluster"
 # ---------------------------------------------------------------------------
 start_cluster "webhooks demo" "webhooks.database_name = 'app'
 webhooks.ca_file = '$tmp/certs/ca.crt'

@@ -5,15 +5,15 @@
 lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # build_and_install TOP [setup.sh arguments]: install what is missing, then
-# build and install the extension
+# build and install the extension for $PGBIN's PostgreSQL
 build_and_install() {
 	local top=$1
 	shift
 	bash "$lib_dir/setup.sh" "$@"
 	local sudo=""
 	[ "$(id -u)" = 0 ] || sudo="sudo"
-	make -s -C "$top" >/dev/null
-	$sudo make -s -C "$top" install >/dev/null
+	make -s -C "$top" PG_CONFIG="$PGBIN/pg_config" >/dev/null
+	$sudo make -s -C "$top" PG_CONFIG="$PGBIN/pg_config" install >/dev/null
 }
 
 # run a command as the cluster's OS user (postgres when we are root:

@@ -5,8 +5,9 @@
 #   RUNS=5 CONFIGS="128/64 64/64" bash test/bench/run.sh
 #
 # Builds and installs the extension, then in a throwaway directory sets up
-#   - a PostgreSQL 15 cluster preloading the library (as the postgres user
-#     when run as root), fsync on, shared_buffers 512MB, restart_after_crash off,
+#   - a PostgreSQL cluster (the version test/setup.sh picks) preloading the
+#     library (as the postgres user when run as root), fsync on,
+#     shared_buffers 512MB, restart_after_crash off,
 #   - nginx (Debian's nginx-light) on 127.0.0.1 as a keep-alive HTTPS sink
 #     answering 200 "ok" to every POST, HTTP/1.1 and HTTP/2 (ALPN),
 #     worker_processes 1 (2 cores: one for nginx, one for the worker; both
@@ -50,7 +51,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PGBIN=${PGBIN:-/usr/lib/postgresql/$(bash "$top/test/setup.sh" --which)/bin}
 . "$top/test/lib.sh"
 PYTHON=${PYTHON:-/usr/bin/python3}
 [ -x "$PYTHON" ] || PYTHON=python3

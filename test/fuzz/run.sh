@@ -7,8 +7,9 @@
 # SECONDS (default 20) starting from the seed corpus.  Exits non-zero if the
 # fuzzer finds a crash or a violated property.
 #
-# Needs clang with the libFuzzer runtime (Debian: clang-14, libclang-rt-14-dev
-# or libfuzzer-14-dev) and libcurl headers.  When run as root, missing
+# Needs clang with the libFuzzer runtime (Debian: clang-NN and
+# libclang-rt-NN-dev, NN the release's clang, as test/setup.sh installs) and
+# libcurl headers.  When run as root, missing
 # packages are installed with apt-get; otherwise the run is skipped (exit 0)
 # with a message saying what to install.
 #
@@ -48,7 +49,9 @@ fuzzer_works() {
 
 find_clang() {
 	local cc
-	for cc in clang-14 clang; do
+	# the newest versioned clang first (Debian installs only clang-NN)
+	for cc in $(ls /usr/bin/clang-[0-9]* 2>/dev/null | grep -x '/usr/bin/clang-[0-9]*' |
+		sort -t- -k2 -rn) clang; do
 		if fuzzer_works "$cc"; then
 			echo "$cc"
 			return 0
@@ -65,17 +68,13 @@ curl_headers() {
 CC="$(find_clang || true)"
 if [ -z "$CC" ] || ! curl_headers; then
 	if [ "$(id -u)" -ne 0 ]; then
-		echo "fuzz: SKIPPED: clang with libFuzzer (clang-14, libclang-rt-14-dev," \
-			"libfuzzer-14-dev) or libcurl4-openssl-dev is missing, and not" \
-			"root to install them" >&2
+		echo "fuzz: SKIPPED: clang with libFuzzer (clang-NN, libclang-rt-NN-dev)" \
+			"or libcurl4-openssl-dev is missing, and not root to install them" \
+			"(test/setup.sh does)" >&2
 		exit 0
 	fi
-	echo "fuzz: installing clang-14, libFuzzer and libcurl headers with apt-get"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends \
-		clang-14 libclang-rt-14-dev libfuzzer-14-dev libcurl4-openssl-dev \
-		>/dev/null
+	echo "fuzz: installing clang, libFuzzer and libcurl headers (test/setup.sh)"
+	bash "$here/../setup.sh"
 	CC="$(find_clang || true)"
 	if [ -z "$CC" ]; then
 		echo "fuzz: FAILED: clang still cannot build a libFuzzer target" >&2
