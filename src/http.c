@@ -321,7 +321,10 @@ header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 
 /*
  * Judge the address libcurl is about to connect to: this is where DNS
- * rebinding and names that resolve to private addresses are stopped.
+ * rebinding and names that resolve to private addresses are stopped.  A
+ * refusal is remembered, but libcurl goes on with the name's next address:
+ * wh_engine_next_done() keeps the refusal only when no address could be
+ * connected to.
  */
 static curl_socket_t
 opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
@@ -1203,6 +1206,16 @@ multi_next_done(WhEngine *engine, EngineMulti *m)
 			else
 				req->h2_early_close = true; /* the response was lost */
 		}
+
+		/*
+		 * An address refused by the open-socket check is the outcome only
+		 * when no address could be connected to (libcurl tries a name's
+		 * addresses in turn): a name with a private and a public address
+		 * that was delivered over the public one is a success, and one whose
+		 * public address then failed is that failure.
+		 */
+		if (req->blocked_reason != NULL && req->result != CURLE_COULDNT_CONNECT)
+			req->blocked_reason = NULL;
 
 		/* a ca_file that could not be loaded: say so, not libcurl's words */
 		if (req->result == CURLE_SSL_CACERT_BADFILE && m->trust == NULL && m->trust_error)

@@ -10,6 +10,9 @@
 #   3. webhooks.ca_file: another file, or new content in the same file with
 #      a reload, is the trust of the next delivery (no kept-alive connection
 #      made under the old trust is reused)
+#   4. a name pinned to a cloud metadata address and 127.0.0.1: the refused
+#      address is skipped, the delivery and the connection test succeed
+#      and no failed attempt is logged
 #   5. the trust store: a certificate from a CA in no store is refused;
 #      OpenSSL's default store (SSL_CERT_FILE in the server's environment)
 #      still applies with webhooks.ca_file set, and ca_file still applies
@@ -235,6 +238,65 @@ my $trust_dir = PostgreSQL::Test::Utils::tempdir('trust');
 		'the test CA back in the file: it arrives on a retry');
 	deactivate('trusted');
 	set_settings(ca_file => "$certs/ca.crt");
+}
+
+########################################################################
+# 4. a name that resolves to a refused address and to an allowed one
+########################################################################
+{
+	# a receiver of its own: no connection to it is open yet
+	my $mixed = start_receiver();
+	my $mport = $mixed->port;
+	$mixed->set_secret(@all_secrets);
+	set_settings(dns_overrides => "webhooks.test:$mport:169.254.169.254,127.0.0.1");
+	is(sq("SELECT current_setting('webhooks.allow_private_targets')"), 'on',
+		'allow_private_targets is on (cloud metadata is refused even so)');
+
+	my $row = sq(
+		"SELECT ok, status, error_content IS NULL
+		   FROM webhooks.test_connection(" . lit("https://webhooks.test:$mport/ok/mixed-test") . ", 'EmailBounces')");
+	is($row, 't|200|t', 'connection test: the metadata address is skipped, ok with status 200');
+	is($mixed->count('/ok/mixed-test'), 1, '... the receiver got the test request');
+
+	$row = '';
+	$node->psql(
+		'postgres',
+		"SELECT is_active FROM webhooks.create_webhook('mixed', 'EmailBounces', "
+		  . lit("https://webhooks.test:$mport/ok/mixed") . ")",
+		stdout => \$row);
+	is($row, 't', 'create_webhook (with its connection test) succeeds');
+	if ($row eq 't')
+	{
+		push @all_secrets, sq("SELECT secret FROM webhooks.webhooks WHERE name = 'mixed'");
+	}
+	else
+	{
+		# the worker's part is tested all the same
+		add_webhook('mixed', 'EmailBounces', "https://webhooks.test:$mport/ok/mixed");
+	}
+	$mixed->set_secret(@all_secrets);
+
+	my ($d, $m) = emit('EmailBounces');
+	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+		'the delivery is delivered');
+	is(sq("SELECT attempts FROM webhooks.deliveries WHERE id = $d"), '1', '... at the first attempt');
+	is(sq("SELECT count(*) FROM webhooks.webhook_logs WHERE delivery_id = $d"), '0',
+		'... and no failed attempt is logged');
+	my ($r) = @{ $mixed->wait_for_requests(1, 30, event($m)) };
+	ok($r && $r->{sig_ok}, '... the receiver got it, signed');
+	is($mixed->count(event($m)), 1, '... once');
+	deactivate('mixed');
+
+	# only refused addresses: still blocked, and said so
+	set_settings(dns_overrides => "webhooks.test:$mport:169.254.169.254,169.254.170.2");
+	$row = sq(
+		"SELECT ok, status IS NULL, error_content
+		   FROM webhooks.test_connection(" . lit("https://webhooks.test:$mport/ok/all-refused") . ", 'EmailBounces')");
+	like($row, qr/^f\|t\|connection blocked: .*metadata/,
+		'every address refused: the connection test reports the block');
+	is($mixed->count('/ok/all-refused'), 0, '... and nothing was sent');
+	set_settings(dns_overrides => '');
+	$mixed->stop;
 }
 
 ########################################################################
