@@ -15,7 +15,7 @@ DATA = sql/webhooks--1.0.sql sql/webhooks--1.0--1.1.sql
 PGFILEDESC = "webhooks - signed, reliably delivered HTTPS webhooks"
 
 PG_CPPFLAGS = -I$(srcdir)/src
-SHLIB_LINK = -lcurl -lcrypto
+SHLIB_LINK = -lcurl -lssl -lcrypto
 
 # pg_regress: inputs in sql/, outputs in expected/, on a temp instance that
 # preloads the library (the pg_cron trick).

@@ -13,6 +13,19 @@
  * fires, or a committing transaction sets its latch; and a backend running
  * the connection test reacts at once to a cancel or statement_timeout.
  *
+ * Connections follow the settings.  The address check runs when a
+ * connection is opened, and the trust store when it is set up, so a
+ * connection kept alive would outlive a reload that forbids it.  The
+ * engine therefore runs a generation of libcurl state (a multi handle, with
+ * its connection cache and DNS cache, the trust store and the
+ * dns_overrides list) per value of the settings connections depend on:
+ * webhooks.allow_private_targets, webhooks.ca_file (its name and the file
+ * itself) and webhooks.dns_overrides.  When a reload changes one of them, new
+ * requests go to a new generation; the old one only finishes the requests
+ * it has in flight and is then cleaned up, which closes its connections.
+ * The settings are compared only after a reload (PgReloadTime moved), so
+ * this costs a request nothing.
+ *
  * Every request is locked down the same way: https only, TLS 1.2 or newer,
  * peer and host always verified, no redirects, no proxy from the
  * environment, connect/total timeouts, an idle (low-speed) limit, response
@@ -29,17 +42,26 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "url.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #define WH_MAX_RESPONSE_HEADER_BYTES (64 * 1024)
 #define WH_LOW_SPEED_TIME_S 10
-#define WH_DEFAULT_CAPATH "/etc/ssl/certs"
 #define WH_POOL_SIZE 1024
+
+typedef struct EngineMulti EngineMulti;
 
 typedef struct EngineSocket
 {
@@ -47,12 +69,33 @@ typedef struct EngineSocket
 	int			what;			/* CURL_POLL_IN / OUT / INOUT */
 	int			pos;			/* position in the wait event set, -1 if none */
 	bool		corked;			/* TCP_CORK set by engine_cork() */
+	EngineMulti *owner;			/* the generation whose multi handle uses it */
 } EngineSocket;
+
+/*
+ * One generation: a multi handle and what its connections were made with.
+ * Everything here is allocated outside PostgreSQL's memory contexts (curl,
+ * OpenSSL) except the struct itself and trust_error, in the engine's context.
+ */
+struct EngineMulti
+{
+	WhEngine   *engine;
+	CURLM	   *multi;
+	bool		timer_set;
+	TimestampTz timer_deadline;
+	int			active;			/* requests added to it and not yet returned */
+	X509_STORE *trust;			/* certificates trusted; NULL: see trust_error */
+	char	   *trust_error;	/* why there is no trust store */
+	struct curl_slist *resolve; /* webhooks.dns_overrides in libcurl's form */
+	dlist_node	node;			/* in engine->retiring */
+};
 
 struct WhEngine
 {
-	CURLM	   *multi;
 	MemoryContext cxt;
+	EngineMulti *current;		/* new requests go here */
+	dlist_head	retiring;		/* older generations finishing their requests */
+	bool		destroyed;
 	WaitEventSet *wes;
 	bool		wes_dirty;
 	EngineSocket *socks;
@@ -60,32 +103,53 @@ struct WhEngine
 	int			maxsocks;
 	WaitEvent  *events;
 	int			maxevents;
-	bool		timer_set;
-	TimestampTz timer_deadline;
-	int			running;
 	int			active;			/* requests added and not yet returned */
 	dlist_head	requests;		/* those requests */
 	CURL	  **pool;			/* idle easy handles for reuse, a FIFO ring */
 	int			pool_head;		/* oldest idle handle */
 	int			npool;
-	/* the settings the pooled handles were set up with (pool_ca_file NULL: none yet) */
-	char	   *pool_ca_file;
-	int			pool_connect_timeout_ms;
-	int			pool_timeout_ms;
-	char	   *applied_overrides;	/* webhooks.dns_overrides as last given to curl */
+	/* the settings the current generation and the pooled handles follow */
+	TimestampTz settings_read;	/* PgReloadTime when they were last compared */
+	bool		allow_private;
+	char	   *ca_file;
+	struct stat ca_stat;		/* of ca_file when it was read */
+	bool		ca_stat_ok;
+	char	   *dns_overrides;
+	int			connect_timeout_ms;
+	int			timeout_ms;
 	MemoryContextCallback cleanup;
 };
 
 static bool curl_initialised = false;
 
-static struct curl_slist *slist_append_checked(struct curl_slist *list, const char *line);
-static struct curl_slist *dns_overrides(WhEngine *engine);
+/* libcurl's built-in CA bundle and directory (NULL: none) */
+static char *curl_default_cainfo = NULL;
+static char *curl_default_capath = NULL;
 
+static struct curl_slist *slist_append_checked(struct curl_slist *list, const char *line);
+
+/*
+ * The engine gives libcurl's OpenSSL connections a trust store of its own
+ * (see trust_build), so libcurl must use the OpenSSL this file is built
+ * with: same library, same major version.
+ */
 void
 wh_curl_global_init(void)
 {
+	const curl_version_info_data *info;
+	const char *ssl;
+
 	if (curl_initialised)
 		return;
+	info = curl_version_info(CURLVERSION_NOW);
+	ssl = info->ssl_version ? info->ssl_version : "";
+	if (strncmp(ssl, "OpenSSL/", 8) != 0 ||
+		strtol(ssl + 8, NULL, 10) != (long) (OpenSSL_version_num() >> 28))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("libcurl uses %s, not the OpenSSL library the webhooks extension was built with (%s)",
+						ssl[0] ? ssl : "no TLS library", OpenSSL_version(OPENSSL_VERSION)),
+				 errhint("Build the extension against the OpenSSL flavour of libcurl.")));
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -101,7 +165,8 @@ wh_curl_global_init(void)
 static int
 socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-	WhEngine   *engine = (WhEngine *) userp;
+	EngineMulti *m = (EngineMulti *) userp;
+	WhEngine   *engine = m->engine;
 	int			i;
 
 	for (i = 0; i < engine->nsocks; i++)
@@ -145,7 +210,15 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		engine->socks[i].what = what;
 		engine->socks[i].pos = -1;
 		engine->socks[i].corked = false;
+		engine->socks[i].owner = m;
 		engine->nsocks++;
+		engine->wes_dirty = true;
+	}
+	else if (engine->socks[i].owner != m)
+	{
+		/* a descriptor number reused by another generation */
+		engine->socks[i].what = what;
+		engine->socks[i].owner = m;
 		engine->wes_dirty = true;
 	}
 	else if (engine->socks[i].what != what)
@@ -161,14 +234,14 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 static int
 timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
-	WhEngine   *engine = (WhEngine *) userp;
+	EngineMulti *m = (EngineMulti *) userp;
 
 	if (timeout_ms < 0)
-		engine->timer_set = false;
+		m->timer_set = false;
 	else
 	{
-		engine->timer_set = true;
-		engine->timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+		m->timer_set = true;
+		m->timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	}
 	return 0;
 }
@@ -250,7 +323,10 @@ header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 
 /*
  * Judge the address libcurl is about to connect to: this is where DNS
- * rebinding and names that resolve to private addresses are stopped.
+ * rebinding and names that resolve to private addresses are stopped.  A
+ * refusal is remembered, but libcurl goes on with the name's next address:
+ * wh_engine_next_done() keeps the refusal only when no address could be
+ * connected to.
  */
 static curl_socket_t
 opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
@@ -269,6 +345,202 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
 	return socket(address->family, address->socktype, address->protocol);
 }
 
+/*
+ * The TLS context of a new connection: its trust store is the generation's
+ * (shared, reference counted).  libcurl 7.88 calls this before it sets up a
+ * store of its own, and then only adds the CAINFO / CAPATH it was given,
+ * which are none (see easy_setup_constant).
+ */
+static CURLcode
+sslctx_cb(CURL *easy, void *ssl_ctx, void *userp)
+{
+	EngineMulti *m = (EngineMulti *) userp;
+
+	if (m->trust == NULL)
+		return CURLE_SSL_CACERT_BADFILE;
+	SSL_CTX_set1_cert_store((SSL_CTX *) ssl_ctx, m->trust);
+	return CURLE_OK;
+}
+
+/* ---------------------------------------------------------------------
+ * trust store
+ * ---------------------------------------------------------------------
+ */
+
+/* do two paths name the same file (or directory)? */
+static bool
+same_file(const char *a, const char *b)
+{
+	struct stat sa;
+	struct stat sb;
+
+	return a != NULL && b != NULL && stat(a, &sa) == 0 && stat(b, &sb) == 0 &&
+		sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* libcurl's built-in CA bundle and directory, learnt once */
+static void
+learn_curl_defaults(void)
+{
+	static bool learnt = false;
+	CURL	   *easy;
+	char	   *s = NULL;
+
+	if (learnt)
+		return;
+	easy = curl_easy_init();
+	if (easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl handle")));
+	if (curl_easy_getinfo(easy, CURLINFO_CAINFO, &s) == CURLE_OK && s != NULL)
+		curl_default_cainfo = MemoryContextStrdup(TopMemoryContext, s);
+	s = NULL;
+	if (curl_easy_getinfo(easy, CURLINFO_CAPATH, &s) == CURLE_OK && s != NULL)
+		curl_default_capath = MemoryContextStrdup(TopMemoryContext, s);
+	curl_easy_cleanup(easy);
+	learnt = true;
+}
+
+/*
+ * The certificates a generation trusts: the system's, as libcurl and
+ * OpenSSL know them, plus webhooks.ca_file.
+ *
+ * Why a store of our own, given to each connection by the SSL_CTX callback:
+ * libcurl has one CA file (CURLOPT_CAINFO) and one directory (CAPATH), and
+ * setting CAINFO to webhooks.ca_file replaces libcurl's bundle (a
+ * distribution without a CA directory then trusts nothing else), while
+ * CURLOPT_CAINFO_BLOB also overrides CAINFO.  OpenSSL's defaults (its
+ * OPENSSLDIR, or SSL_CERT_FILE / SSL_CERT_DIR) are not used by libcurl at all
+ * unless it was built with --with-ca-fallback.  So the store is built here
+ * from all of them:
+ *	- OpenSSL's default locations (X509_STORE_set_default_paths, which honours
+ *	  SSL_CERT_FILE and SSL_CERT_DIR),
+ *	- libcurl's built-in bundle and directory (CURLINFO_CAINFO / CAPATH),
+ *	  unless they are the same files (on Debian they are),
+ *	- webhooks.ca_file, added: a file that cannot be read fails the requests
+ *	  (it was meant to be trusted), it is never silently left out.
+ * Built once per generation and at each reload, and shared by every
+ * connection: a new connection no longer parses the CA bundle (libcurl 7.88
+ * parses it per connection when a CA directory is set).
+ *
+ * Returns NULL with *error set when ca_file cannot be loaded.
+ */
+static X509_STORE *
+trust_build(const char *ca_file, char **error)
+{
+	X509_STORE *store;
+	const char *ossl_file;
+	const char *ossl_dir;
+
+	*error = NULL;
+	learn_curl_defaults();
+	store = X509_STORE_new();
+	if (store == NULL)
+	{
+		*error = pstrdup("out of memory building the trust store");
+		return NULL;
+	}
+	/* missing default locations are not an error: there may be none */
+	(void) X509_STORE_set_default_paths(store);
+	ossl_file = getenv(X509_get_default_cert_file_env());
+	if (ossl_file == NULL)
+		ossl_file = X509_get_default_cert_file();
+	ossl_dir = getenv(X509_get_default_cert_dir_env());
+	if (ossl_dir == NULL)
+		ossl_dir = X509_get_default_cert_dir();
+	if (curl_default_cainfo != NULL && !same_file(curl_default_cainfo, ossl_file))
+		(void) X509_STORE_load_locations(store, curl_default_cainfo, NULL);
+	if (curl_default_capath != NULL && !same_file(curl_default_capath, ossl_dir))
+		(void) X509_STORE_load_locations(store, NULL, curl_default_capath);
+	ERR_clear_error();
+
+	if (ca_file[0] != '\0' && X509_STORE_load_locations(store, ca_file, NULL) != 1)
+	{
+		unsigned long e = ERR_peek_last_error();
+		const char *why = e ? ERR_reason_error_string(e) : NULL;
+
+		*error = psprintf("webhooks.ca_file \"%s\" could not be loaded: %s",
+						  ca_file, why ? why : "no certificate found");
+		ERR_clear_error();
+		X509_STORE_free(store);
+		return NULL;
+	}
+
+	/*
+	 * As libcurl sets them on its own stores: trusted certificates first,
+	 * and an intermediate in the store is a trust anchor.
+	 */
+	X509_STORE_set_flags(store, X509_V_FLAG_TRUSTED_FIRST | X509_V_FLAG_PARTIAL_CHAIN);
+	return store;
+}
+
+/* ---------------------------------------------------------------------
+ * dns_overrides
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * An item of the comma-separated setting that is only an address (an IPv4
+ * address, or an IPv6 address in brackets) continues the entry before it:
+ * libcurl's syntax for a name with several addresses is host:port:a1,a2.
+ */
+static bool
+is_address_item(const char *item)
+{
+	size_t		len = strlen(item);
+
+	if (item[0] == '[')
+		return len > 2 && item[len - 1] == ']';
+	return strchr(item, ':') == NULL;
+}
+
+/*
+ * webhooks.dns_overrides as libcurl's CURLOPT_RESOLVE list, one entry per
+ * host:port, its addresses in the order given (libcurl tries them in turn).
+ */
+static struct curl_slist *
+overrides_list(const char *value)
+{
+	char	   *copy = pstrdup(value);
+	char	   *item;
+	char	   *next;
+	StringInfoData entry;
+	struct curl_slist *list = NULL;
+
+	initStringInfo(&entry);
+	for (item = copy; item != NULL; item = next)
+	{
+		char	   *end;
+
+		next = strchr(item, ',');
+		if (next)
+			*next++ = '\0';
+		while (*item == ' ' || *item == '\t')
+			item++;
+		end = item + strlen(item);
+		while (end > item && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if (*item == '\0')
+			continue;
+		if (entry.len > 0 && is_address_item(item))
+		{
+			appendStringInfoChar(&entry, ',');
+			appendStringInfoString(&entry, item);
+			continue;
+		}
+		if (entry.len > 0)
+			list = slist_append_checked(list, entry.data);
+		resetStringInfo(&entry);
+		appendStringInfoString(&entry, item);
+	}
+	if (entry.len > 0)
+		list = slist_append_checked(list, entry.data);
+	pfree(entry.data);
+	pfree(copy);
+	return list;
+}
+
 /* ---------------------------------------------------------------------
  * engine
  * ---------------------------------------------------------------------
@@ -281,17 +553,15 @@ free_request_lists(WhRequest *req)
 	if (req->headers)
 		curl_slist_free_all(req->headers);
 	req->headers = NULL;
-	if (req->resolve)
-		curl_slist_free_all(req->resolve);
-	req->resolve = NULL;
 }
 
 /*
  * Idle easy handles.  A handle keeps its options between requests, so a
- * reused one only needs the request's own options (see easy_setup); the
- * pool is emptied when a setting the options depend on changes.  It is a
- * FIFO: the handle reused is the one idle longest, never one whose HTTP/2
- * stream was closed a moment ago.
+ * reused one only needs the request's own options (see easy_setup_request);
+ * the pool is emptied when a setting the options depend on changes, and
+ * holds only handles of the current generation.  It is a FIFO: the handle
+ * reused is the one idle longest, never one whose HTTP/2 stream was closed
+ * a moment ago.
  */
 static void
 pool_clear(WhEngine *engine)
@@ -330,35 +600,170 @@ pool_put(WhEngine *engine, CURL *easy)
 	engine->npool++;
 }
 
+/* free what curl and OpenSSL allocated for a generation */
+static void
+multi_release(EngineMulti *m)
+{
+	if (m->multi)
+		curl_multi_cleanup(m->multi);	/* closes its connections */
+	m->multi = NULL;
+	if (m->trust)
+		X509_STORE_free(m->trust);
+	m->trust = NULL;
+	if (m->resolve)
+		curl_slist_free_all(m->resolve);
+	m->resolve = NULL;
+}
+
+/* a generation with no request left: close its connections, forget it */
+static void
+multi_destroy(WhEngine *engine, EngineMulti *m)
+{
+	int			i;
+
+	multi_release(m);
+	/* sockets curl closed without telling (it may not, in cleanup) */
+	for (i = engine->nsocks - 1; i >= 0; i--)
+	{
+		if (engine->socks[i].owner != m)
+			continue;
+		engine->socks[i] = engine->socks[engine->nsocks - 1];
+		engine->nsocks--;
+	}
+	engine->wes_dirty = true;
+	if (m->trust_error)
+		pfree(m->trust_error);
+	pfree(m);
+}
+
+/* a new generation, following the settings as they are now */
+static EngineMulti *
+multi_create(WhEngine *engine, const char *ca_file, const char *overrides)
+{
+	EngineMulti *m = MemoryContextAllocZero(engine->cxt, sizeof(EngineMulti));
+	MemoryContext old = MemoryContextSwitchTo(engine->cxt);
+
+	m->engine = engine;
+	m->resolve = overrides_list(overrides);
+	m->trust = trust_build(ca_file, &m->trust_error);
+	MemoryContextSwitchTo(old);
+	m->multi = curl_multi_init();
+	if (m->multi == NULL)
+	{
+		multi_release(m);
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not create a libcurl multi handle")));
+	}
+	curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
+	curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, m);
+	curl_multi_setopt(m->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, (long) 1024);
+	return m;
+}
+
+/* is ca_file (as stat'ed now) the file the current generation read? */
+static bool
+same_ca_file(WhEngine *engine, bool ok, const struct stat *st)
+{
+	if (ok != engine->ca_stat_ok)
+		return false;
+	if (!ok)
+		return true;
+	return st->st_dev == engine->ca_stat.st_dev && st->st_ino == engine->ca_stat.st_ino &&
+		st->st_size == engine->ca_stat.st_size && st->st_mtime == engine->ca_stat.st_mtime &&
+		st->st_ctime == engine->ca_stat.st_ctime;
+}
+
 /*
- * Do the pooled handles carry the current settings?  If not, empty the pool
- * and remember the settings the next handles will be set up with.
+ * Follow the settings (see the file header).  Only after a reload, or for
+ * the first request: the worker's settings change only by reloading, and
+ * the connection test makes an engine per call.
+ *
+ * A change of allow_private_targets, ca_file (the name, or the file: a new
+ * inode, size or time) or dns_overrides starts a new generation: the
+ * connections the old settings allowed are not used again, and are closed
+ * once their requests are done.  Any other reload re-reads the trust store
+ * of the current generation (the system's certificates may have been
+ * updated) for its connections to come.  The connect and total timeouts
+ * only empty the pool of idle handles.
  */
 static void
-pool_check_settings(WhEngine *engine)
+engine_follow_settings(WhEngine *engine)
 {
 	const char *ca_file = wh_ca_file ? wh_ca_file : "";
+	const char *overrides = wh_dns_overrides ? wh_dns_overrides : "";
+	struct stat st;
+	bool		st_ok;
+	EngineMulti *old = engine->current;
+	EngineMulti *m;
 
-	if (engine->pool_ca_file != NULL && strcmp(engine->pool_ca_file, ca_file) == 0 &&
-		engine->pool_connect_timeout_ms == wh_connect_timeout_ms &&
-		engine->pool_timeout_ms == wh_request_timeout_ms)
+	if (old != NULL && engine->settings_read == PgReloadTime)
 		return;
-	/* a reload changed what the pooled handles were set up with */
+	engine->settings_read = PgReloadTime;
+
+	if (engine->connect_timeout_ms != wh_connect_timeout_ms ||
+		engine->timeout_ms != wh_request_timeout_ms)
+	{
+		pool_clear(engine);
+		engine->connect_timeout_ms = wh_connect_timeout_ms;
+		engine->timeout_ms = wh_request_timeout_ms;
+	}
+
+	st_ok = ca_file[0] != '\0' && stat(ca_file, &st) == 0;
+	if (old != NULL && engine->allow_private == wh_allow_private_targets &&
+		strcmp(engine->ca_file, ca_file) == 0 && same_ca_file(engine, st_ok, &st) &&
+		strcmp(engine->dns_overrides, overrides) == 0)
+	{
+		char	   *error;
+		X509_STORE *trust;
+		MemoryContext oldcxt = MemoryContextSwitchTo(engine->cxt);
+
+		trust = trust_build(ca_file, &error);
+		MemoryContextSwitchTo(oldcxt);
+		if (old->trust)
+			X509_STORE_free(old->trust);
+		if (old->trust_error)
+			pfree(old->trust_error);
+		old->trust = trust;
+		old->trust_error = error;
+		return;
+	}
+
+	m = multi_create(engine, ca_file, overrides);
+	/* the pooled handles point at the old generation */
 	pool_clear(engine);
-	if (engine->pool_ca_file)
-		pfree(engine->pool_ca_file);
-	engine->pool_ca_file = MemoryContextStrdup(engine->cxt, ca_file);
-	engine->pool_connect_timeout_ms = wh_connect_timeout_ms;
-	engine->pool_timeout_ms = wh_request_timeout_ms;
+	engine->current = m;
+	if (old != NULL)
+	{
+		if (old->active == 0)
+			multi_destroy(engine, old);
+		else
+			dlist_push_tail(&engine->retiring, &old->node);
+	}
+	engine->allow_private = wh_allow_private_targets;
+	if (engine->ca_file)
+		pfree(engine->ca_file);
+	engine->ca_file = MemoryContextStrdup(engine->cxt, ca_file);
+	engine->ca_stat_ok = st_ok;
+	if (st_ok)
+		engine->ca_stat = st;
+	if (engine->dns_overrides)
+		pfree(engine->dns_overrides);
+	engine->dns_overrides = MemoryContextStrdup(engine->cxt, overrides);
 }
 
 static void
 engine_cleanup(void *arg)
 {
 	WhEngine   *engine = (WhEngine *) arg;
+	dlist_mutable_iter iter;
 
-	if (engine->multi == NULL)
+	if (engine->destroyed)
 		return;
+	engine->destroyed = true;
 	/* requests still in flight: detach their easy handles and free them */
 	while (!dlist_is_empty(&engine->requests))
 	{
@@ -367,7 +772,12 @@ engine_cleanup(void *arg)
 
 		if (req->easy)
 		{
-			curl_multi_remove_handle(engine->multi, req->easy);
+			/* from whichever multi handle has it (the others refuse) */
+			if (engine->current)
+				curl_multi_remove_handle(engine->current->multi, req->easy);
+			dlist_foreach_modify(iter, &engine->retiring)
+				curl_multi_remove_handle(dlist_container(EngineMulti, node, iter.cur)->multi,
+										 req->easy);
 			curl_easy_cleanup(req->easy);
 			req->easy = NULL;
 		}
@@ -375,13 +785,19 @@ engine_cleanup(void *arg)
 	}
 	engine->active = 0;
 	pool_clear(engine);
-	curl_multi_cleanup(engine->multi);
-	engine->multi = NULL;
+	/* no pfree here: this may run while the engine's context is reset */
+	if (engine->current)
+		multi_release(engine->current);
+	engine->current = NULL;
+	dlist_foreach_modify(iter, &engine->retiring)
+		multi_release(dlist_container(EngineMulti, node, iter.cur));
+	dlist_init(&engine->retiring);
 	if (engine->wes)
 		FreeWaitEventSet(engine->wes);
 	engine->wes = NULL;
 	free(engine->socks);
 	engine->socks = NULL;
+	engine->nsocks = 0;
 }
 
 /*
@@ -401,26 +817,15 @@ wh_engine_create(MemoryContext cxt)
 	if (engine->socks == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	engine->pool = MemoryContextAllocZero(cxt, WH_POOL_SIZE * sizeof(CURL *));
-	engine->multi = curl_multi_init();
-	if (engine->multi == NULL)
-	{
-		free(engine->socks);
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not create a libcurl multi handle")));
-	}
+	dlist_init(&engine->requests);
+	dlist_init(&engine->retiring);
+	engine->wes_dirty = true;
 	engine->cleanup.func = engine_cleanup;
 	engine->cleanup.arg = engine;
 	MemoryContextRegisterResetCallback(cxt, &engine->cleanup);
 
-	curl_multi_setopt(engine->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(engine->multi, CURLMOPT_SOCKETDATA, engine);
-	curl_multi_setopt(engine->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(engine->multi, CURLMOPT_TIMERDATA, engine);
-	curl_multi_setopt(engine->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
-	curl_multi_setopt(engine->multi, CURLMOPT_MAXCONNECTS, (long) 1024);
-	engine->wes_dirty = true;
-	dlist_init(&engine->requests);
+	/* the first generation, now: errors belong to the caller, not a request */
+	engine_follow_settings(engine);
 	return engine;
 }
 
@@ -438,7 +843,7 @@ wh_engine_running(WhEngine *engine)
 
 /* the options of one request, set on every use of a handle */
 static void
-easy_setup_request(CURL *easy, WhRequest *req)
+easy_setup_request(CURL *easy, WhRequest *req, EngineMulti *m)
 {
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(easy, CURLOPT_URL, req->url);
@@ -449,7 +854,7 @@ easy_setup_request(CURL *easy, WhRequest *req)
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
-	curl_easy_setopt(easy, CURLOPT_RESOLVE, req->resolve);
+	curl_easy_setopt(easy, CURLOPT_RESOLVE, m->resolve);
 	if (wh_http2 && !req->http1_only)
 	{
 		curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
@@ -462,9 +867,9 @@ easy_setup_request(CURL *easy, WhRequest *req)
 	}
 }
 
-/* the options every request shares, set once per handle */
+/* the options every request of a generation shares, set once per handle */
 static void
-easy_setup_constant(CURL *easy)
+easy_setup_constant(CURL *easy, EngineMulti *m)
 {
 	curl_easy_setopt(easy, CURLOPT_POST, 1L);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, WEBHOOKS_USER_AGENT);
@@ -483,12 +888,28 @@ easy_setup_constant(CURL *easy)
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
 	curl_easy_setopt(easy, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
-	if (wh_ca_file != NULL && wh_ca_file[0] != '\0')
+
+	/*
+	 * The trust store is the generation's (trust_build), installed by
+	 * sslctx_cb.  libcurl gets no CA file or directory of its own, so it
+	 * adds nothing to it, and no CA cache, so it never swaps in a cached
+	 * store instead.  Without the callback (a libcurl without OpenSSL)
+	 * nothing would be trusted: refuse rather than send.
+	 */
+	curl_easy_setopt(easy, CURLOPT_CAINFO, NULL);
+	curl_easy_setopt(easy, CURLOPT_CAPATH, NULL);
+#if LIBCURL_VERSION_NUM >= 0x075700	/* 7.87.0: the CA cache came with it */
+	curl_easy_setopt(easy, CURLOPT_CA_CACHE_TIMEOUT, 0L);
+#endif
+	curl_easy_setopt(easy, CURLOPT_SSL_CTX_DATA, m);
+	if (curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION, sslctx_cb) != CURLE_OK)
 	{
-		/* the extra CA file, plus the system's directory of trusted CAs */
-		curl_easy_setopt(easy, CURLOPT_CAINFO, wh_ca_file);
-		curl_easy_setopt(easy, CURLOPT_CAPATH, WH_DEFAULT_CAPATH);
+		curl_easy_cleanup(easy);
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("libcurl does not support CURLOPT_SSL_CTX_FUNCTION")));
 	}
+
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) wh_connect_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) wh_request_timeout_ms);
@@ -507,6 +928,7 @@ void
 wh_engine_add(WhEngine *engine, WhRequest *req)
 {
 	CURL	   *easy;
+	EngineMulti *m;
 
 	req->done = false;
 	req->result = CURLE_OK;
@@ -532,7 +954,8 @@ wh_engine_add(WhEngine *engine, WhRequest *req)
 	req->response.len = 0;
 	req->response.data[0] = '\0';
 
-	pool_check_settings(engine);
+	engine_follow_settings(engine);
+	m = engine->current;
 	easy = pool_get(engine);
 	if (easy == NULL)
 	{
@@ -541,86 +964,20 @@ wh_engine_add(WhEngine *engine, WhRequest *req)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("could not create a libcurl handle")));
-		easy_setup_constant(easy);
+		easy_setup_constant(easy, m);
 	}
 	req->easy = easy;
-	req->resolve = dns_overrides(engine);
-	easy_setup_request(easy, req);
+	easy_setup_request(easy, req, m);
 	req->started = GetCurrentTimestamp();
-	if (curl_multi_add_handle(engine->multi, easy) != CURLM_OK)
+	if (curl_multi_add_handle(m->multi, easy) != CURLM_OK)
 	{
 		curl_easy_cleanup(easy);
 		req->easy = NULL;
 		elog(ERROR, "could not add a request to the libcurl multi handle");
 	}
 	dlist_push_tail(&engine->requests, &req->node);
+	m->active++;
 	engine->active++;
-}
-
-/*
- * Append the entries of a webhooks.dns_overrides value to list; with
- * remove, the libcurl entries that remove them ("-host:port") instead.
- */
-static struct curl_slist *
-append_overrides(struct curl_slist *list, const char *value, bool remove)
-{
-	char	   *copy = pstrdup(value);
-	char	   *tok;
-	char	   *next;
-
-	for (tok = copy; tok != NULL; tok = next)
-	{
-		next = strchr(tok, ',');
-		if (next)
-			*next++ = '\0';
-		while (*tok == ' ')
-			tok++;
-		if (*tok == '\0')
-			continue;
-		if (!remove)
-			list = slist_append_checked(list, tok);
-		else if (*tok != '-' && *tok != '+')
-		{
-			/* host:port, the host perhaps an IPv6 address in brackets */
-			char	   *host_end = (*tok == '[' && strchr(tok, ']')) ? strchr(tok, ']') : tok;
-			char	   *colon = strchr(host_end, ':');
-			char	   *port_end = colon ? strchr(colon + 1, ':') : NULL;
-
-			if (port_end != NULL)
-			{
-				char	   *line = psprintf("-%.*s", (int) (port_end - tok), tok);
-
-				list = slist_append_checked(list, line);
-				pfree(line);
-			}
-		}
-	}
-	pfree(copy);
-	return list;
-}
-
-/*
- * webhooks.dns_overrides as a fresh list for one request (a reload cannot
- * free it under a transfer that has not started yet).  libcurl keeps these
- * entries in the multi handle's DNS cache for good, so when the setting has
- * changed since the last request, the list first removes the old entries:
- * an override taken out of the setting stops applying at once.
- */
-static struct curl_slist *
-dns_overrides(WhEngine *engine)
-{
-	const char *value = wh_dns_overrides ? wh_dns_overrides : "";
-	struct curl_slist *list = NULL;
-
-	if (engine->applied_overrides != NULL && strcmp(engine->applied_overrides, value) != 0)
-	{
-		list = append_overrides(list, engine->applied_overrides, true);
-		pfree(engine->applied_overrides);
-		engine->applied_overrides = NULL;
-	}
-	if (engine->applied_overrides == NULL)
-		engine->applied_overrides = MemoryContextStrdup(engine->cxt, value);
-	return append_overrides(list, value, false);
 }
 
 static void
@@ -641,8 +998,9 @@ rebuild_wait_set(WhEngine *engine)
 			ev |= WL_SOCKET_READABLE;
 		if (engine->socks[i].what & CURL_POLL_OUT)
 			ev |= WL_SOCKET_WRITEABLE;
+		/* the event carries the generation whose multi handle the socket is in */
 		engine->socks[i].pos = AddWaitEventToSet(engine->wes, ev, engine->socks[i].fd,
-												 NULL, (void *) (intptr_t) engine->socks[i].fd);
+												 NULL, engine->socks[i].owner);
 	}
 	if (engine->maxevents < engine->nsocks + 2)
 	{
@@ -690,14 +1048,53 @@ engine_cork(WhEngine *engine, bool on)
 
 /* let curl work on a socket (or its timers), corked from the first call on */
 static void
-engine_socket_action(WhEngine *engine, curl_socket_t fd, int mask, bool *corked)
+engine_socket_action(WhEngine *engine, EngineMulti *m, curl_socket_t fd, int mask,
+					 bool *corked)
 {
+	int			running;
+
 	if (!*corked)
 	{
 		engine_cork(engine, true);
 		*corked = true;
 	}
-	curl_multi_socket_action(engine->multi, fd, mask, &engine->running);
+	curl_multi_socket_action(m->multi, fd, mask, &running);
+}
+
+/* the earliest timer of the generations, or false if none is set */
+static bool
+engine_next_timer(WhEngine *engine, TimestampTz *deadline)
+{
+	bool		found = false;
+	dlist_iter	iter;
+
+	if (engine->current && engine->current->timer_set)
+	{
+		*deadline = engine->current->timer_deadline;
+		found = true;
+	}
+	dlist_foreach(iter, &engine->retiring)
+	{
+		EngineMulti *m = dlist_container(EngineMulti, node, iter.cur);
+
+		if (m->timer_set && (!found || m->timer_deadline < *deadline))
+		{
+			*deadline = m->timer_deadline;
+			found = true;
+		}
+	}
+	return found;
+}
+
+/* let a generation's curl act on its timer, if it is due */
+static void
+multi_timer_due(WhEngine *engine, EngineMulti *m, TimestampTz now, bool *corked)
+{
+	if (m->timer_set && now >= m->timer_deadline)
+	{
+		m->timer_set = false;
+		engine_socket_action(engine, m, CURL_SOCKET_TIMEOUT, 0, corked);
+	}
 }
 
 /*
@@ -713,6 +1110,9 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 	bool		latch = false;
 	bool		corked = false;
 	long		wait_ms = timeout_ms;
+	TimestampTz deadline;
+	TimestampTz now;
+	dlist_iter	iter;
 
 	if (engine->wes_dirty || engine->wes == NULL)
 		rebuild_wait_set(engine);
@@ -731,13 +1131,13 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 		}
 	}
 
-	if (engine->timer_set)
+	if (engine_next_timer(engine, &deadline))
 	{
 		long		secs;
 		int			usecs;
 		long		until;
 
-		TimestampDifference(GetCurrentTimestamp(), engine->timer_deadline, &secs, &usecs);
+		TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
 		until = secs * 1000 + (usecs + 999) / 1000;
 		if (wait_ms < 0 || until < wait_ms)
 			wait_ms = until;
@@ -762,30 +1162,29 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 				mask |= CURL_CSELECT_IN;
 			if (ev->events & WL_SOCKET_WRITEABLE)
 				mask |= CURL_CSELECT_OUT;
-			engine_socket_action(engine, ev->fd, mask, &corked);
+			engine_socket_action(engine, (EngineMulti *) ev->user_data, ev->fd, mask, &corked);
 		}
 	}
-	if (engine->timer_set && GetCurrentTimestamp() >= engine->timer_deadline)
+	if (engine_next_timer(engine, &deadline) && (now = GetCurrentTimestamp()) >= deadline)
 	{
-		engine->timer_set = false;
-		engine_socket_action(engine, CURL_SOCKET_TIMEOUT, 0, &corked);
+		if (engine->current)
+			multi_timer_due(engine, engine->current, now, &corked);
+		dlist_foreach(iter, &engine->retiring)
+			multi_timer_due(engine, dlist_container(EngineMulti, node, iter.cur), now, &corked);
 	}
 	if (corked)
 		engine_cork(engine, false);
 	return latch;
 }
 
-/*
- * Return the next finished request (or NULL).  Its easy handle goes back to
- * the pool and its header list is freed.
- */
-WhRequest *
-wh_engine_next_done(WhEngine *engine)
+/* the next finished request of one generation, or NULL */
+static WhRequest *
+multi_next_done(WhEngine *engine, EngineMulti *m)
 {
 	CURLMsg    *msg;
 	int			left;
 
-	while ((msg = curl_multi_info_read(engine->multi, &left)) != NULL)
+	while ((msg = curl_multi_info_read(m->multi, &left)) != NULL)
 	{
 		WhRequest  *req = NULL;
 		CURL	   *easy = msg->easy_handle;
@@ -813,21 +1212,71 @@ wh_engine_next_done(WhEngine *engine)
 			else
 				req->h2_early_close = true; /* the response was lost */
 		}
+
+		/*
+		 * An address refused by the open-socket check is the outcome only
+		 * when no address could be connected to (libcurl tries a name's
+		 * addresses in turn): a name with a private and a public address
+		 * that was delivered over the public one is a success, and one whose
+		 * public address then failed is that failure.
+		 */
+		if (req->blocked_reason != NULL && req->result != CURLE_COULDNT_CONNECT)
+			req->blocked_reason = NULL;
+
+		/* a ca_file that could not be loaded: say so, not libcurl's words */
+		if (req->result == CURLE_SSL_CACERT_BADFILE && m->trust == NULL && m->trust_error)
+			strlcpy(req->errbuf, m->trust_error, sizeof(req->errbuf));
+
 		if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us) == CURLE_OK && total_us > 0)
 			req->duration_ms = total_us / 1000.0;
 		else
 			req->duration_ms = (GetCurrentTimestamp() - req->started) / 1000.0;
-		curl_multi_remove_handle(engine->multi, easy);
-		/* nothing of this request may be used by the handle's next one */
-		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
-		curl_easy_setopt(easy, CURLOPT_RESOLVE, NULL);
-		pool_put(engine, easy);
+		curl_multi_remove_handle(m->multi, easy);
 		req->easy = NULL;
 		free_request_lists(req);
 		req->done = true;
 		dlist_delete(&req->node);
 		engine->active--;
+		m->active--;
+		if (m == engine->current)
+		{
+			/* nothing of this request may be used by the handle's next one */
+			curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
+			curl_easy_setopt(easy, CURLOPT_RESOLVE, NULL);
+			pool_put(engine, easy);
+		}
+		else
+		{
+			/* a retired generation's handle, and perhaps its last request */
+			curl_easy_cleanup(easy);
+			if (m->active == 0)
+			{
+				dlist_delete(&m->node);
+				multi_destroy(engine, m);
+			}
+		}
 		return req;
+	}
+	return NULL;
+}
+
+/*
+ * Return the next finished request (or NULL).  Its easy handle goes back to
+ * the pool and its header list is freed.
+ */
+WhRequest *
+wh_engine_next_done(WhEngine *engine)
+{
+	WhRequest  *req;
+	dlist_mutable_iter iter;
+
+	if (engine->current && (req = multi_next_done(engine, engine->current)) != NULL)
+		return req;
+	dlist_foreach_modify(iter, &engine->retiring)
+	{
+		req = multi_next_done(engine, dlist_container(EngineMulti, node, iter.cur));
+		if (req != NULL)
+			return req;
 	}
 	return NULL;
 }

@@ -129,7 +129,6 @@ typedef struct WhRequest
 	char	   *url;
 	char	   *body;
 	struct curl_slist *headers;
-	struct curl_slist *resolve; /* webhooks.dns_overrides, owned by the engine */
 	bool		http1_only;		/* HTTP/1.1 even when webhooks.http2 is on */
 	void	   *arg;			/* caller's */
 

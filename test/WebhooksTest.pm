@@ -71,7 +71,7 @@ my $test_dir = File::Basename::dirname(Cwd::abs_path(__FILE__));
 my $python = $ENV{WEBHOOKS_TEST_PYTHON}
   // (-x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3');
 
-my %cert_kinds = map { $_ => 1 } qw(server expired wronghost selfsigned);
+my %cert_kinds = map { $_ => 1 } qw(server expired wronghost selfsigned otherca);
 
 =pod
 
@@ -85,7 +85,9 @@ Runs F<test/make_certs.sh> (once per process; the script itself is idempotent
 and safe to run concurrently) into C<tmp_check/certs> and returns that
 directory as an absolute path.  It holds C<ca.crt ca.key>, and C<.crt/.key>
 pairs for C<server> (signed by the CA for 127.0.0.1 and localhost),
-C<expired>, C<wronghost> (SAN wrong.example) and C<selfsigned>.
+C<expired>, C<wronghost> (SAN wrong.example) and C<selfsigned>; and
+C<ca2.crt ca2.key>, a second CA that nothing trusts unless a test installs
+it, with C<otherca.crt/.key> (signed by it, same names as C<server>).
 
 =cut
 
@@ -112,6 +114,7 @@ Starts F<test/receiver.py> in the background on 127.0.0.1 and waits (polling
 every 50 ms, at most 10 s) until it has written its port file.  Options:
 
   cert    => 'server' (default) | 'expired' | 'wronghost' | 'selfsigned'
+             | 'otherca' (from the second CA, ca2.crt)
   secret  => 'whsec_...' or ['whsec_...', ...]   secrets for the sig_ok check
              (can be changed later with ->set_secret)
   port    => fixed port (default: ephemeral)

@@ -8,6 +8,9 @@
 #   expired.crt expired.key        signed by the CA, same SANs, valid only in January 2020
 #   wronghost.crt wronghost.key    signed by the CA, SAN DNS:wrong.example only
 #   selfsigned.crt selfsigned.key  self-signed (not from the CA), SAN IP:127.0.0.1, DNS:localhost
+#   ca2.crt ca2.key                a second CA, trusted by nothing unless a test installs it
+#                                  (e.g. as OpenSSL's default file, SSL_CERT_FILE)
+#   otherca.crt otherca.key        signed by ca2, same SANs as server
 #
 # Keys are EC P-256.  Idempotent: does nothing if OUTDIR/ca.crt already exists.
 # Safe when several test scripts call it at once (prove -j): the work happens
@@ -126,6 +129,15 @@ leaf() {
 leaf server 127.0.0.1 v3_server
 leaf wronghost wrong.example v3_wronghost
 
+# a second CA and a server certificate from it
+newkey ca2.key
+openssl req -x509 -new -key ca2.key -subj "/CN=webhooks test CA 2" \
+	-extensions v3_ca -days 3650 -sha256 -out ca2.crt
+newkey otherca.key
+openssl req -new -key otherca.key -subj "/CN=127.0.0.1" -out otherca.csr
+openssl x509 -req -in otherca.csr -CA ca2.crt -CAkey ca2.key -set_serial "$(serial)" \
+	-days 825 -sha256 -extfile openssl.cnf -extensions v3_server -out otherca.crt 2>/dev/null
+
 # expired: valid 2020-01-01 .. 2020-02-01 only
 newkey expired.key
 openssl req -new -key expired.key -subj "/CN=127.0.0.1" -out expired.csr
@@ -150,11 +162,16 @@ if openssl verify -CAfile ca.crt selfsigned.crt >/dev/null 2>&1; then
 	echo "make_certs.sh: selfsigned.crt unexpectedly verifies" >&2
 	exit 1
 fi
+openssl verify -CAfile ca2.crt otherca.crt >/dev/null
+if openssl verify -CAfile ca.crt otherca.crt >/dev/null 2>&1; then
+	echo "make_certs.sh: otherca.crt unexpectedly verifies against ca.crt" >&2
+	exit 1
+fi
 
 chmod 600 ./*.key
 chmod 644 ./*.crt
 for f in ca.key server.crt server.key expired.crt expired.key wronghost.crt \
-	wronghost.key selfsigned.crt selfsigned.key; do
+	wronghost.key selfsigned.crt selfsigned.key ca2.crt ca2.key otherca.crt otherca.key; do
 	mv -f "$f" "$OUTDIR/$f"
 done
 # last: its presence marks a complete set
