@@ -7,6 +7,7 @@ OBJS = \
 	src/signing.o \
 	src/http.o \
 	src/payload.o \
+	src/unrouted.o \
 	src/functions.o \
 	src/worker.o
 
@@ -19,7 +20,7 @@ SHLIB_LINK = -lcurl -lssl -lcrypto
 
 # pg_regress: inputs in sql/, outputs in expected/, on a temp instance that
 # preloads the library (the pg_cron trick).
-REGRESS = schema url_validation wizard_errors emit trigger event_dates roles
+REGRESS = schema url_validation wizard_errors emit trigger unrouted_events event_dates roles
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
 
 # isolation specs live in test/specs, their outputs in test/expected

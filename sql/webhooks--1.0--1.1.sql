@@ -396,6 +396,104 @@ COMMENT ON FUNCTION webhooks._sweep_orphans() IS
 -- Events that found no active webhook
 ------------------------------------------------------------------------------
 
+-- emit() and the trigger count them in backend memory, publish the counts at
+-- commit to shared memory (counters per database and event type, growing
+-- from counting_since, when shared memory was set up: the server's start),
+-- and the worker's maintenance folds them in here once a minute
+-- (src/unrouted.c).  shared_since and shared_folded remember how much of
+-- which counter is already in events: the view adds the rest, so it is
+-- exact at any time, and folding twice adds nothing.
+CREATE TABLE webhooks.unrouted_event_totals (
+    event_type      text PRIMARY KEY,
+    events          bigint NOT NULL DEFAULT 0 CHECK (events >= 0),
+    last_dropped_at timestamptz,
+    shared_since    timestamptz,
+    shared_folded   bigint NOT NULL DEFAULT 0 CHECK (shared_folded >= 0)
+);
+COMMENT ON TABLE webhooks.unrouted_event_totals IS
+    'The saved part of webhooks.unrouted_events, folded in by the worker every minute: read the view.';
+COMMENT ON COLUMN webhooks.unrouted_event_totals.shared_since IS
+    'The start of the shared-memory counters that shared_folded refers to (a server start).';
+COMMENT ON COLUMN webhooks.unrouted_event_totals.shared_folded IS
+    'The value of this database''s shared-memory counter already added to events.';
+
+CREATE FUNCTION webhooks._unrouted_shared(
+    OUT event_type text, OUT events bigint, OUT last_dropped_at timestamptz, OUT counting_since timestamptz)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'webhooks_unrouted_shared' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION webhooks._unrouted_shared() IS
+    'This database''s shared-memory counts of events that found no active webhook, since counting_since.';
+
+-- Used by the worker's maintenance.  Rows another session holds (a reset in
+-- progress) are skipped, not waited for: the next pass folds them.
+CREATE FUNCTION webhooks._fold_unrouted_events() RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO webhooks.unrouted_event_totals (event_type)
+    SELECT e.event_type FROM webhooks.event_types e
+    ON CONFLICT (event_type) DO NOTHING;
+
+    UPDATE webhooks.unrouted_event_totals t
+       SET events = t.events + (s.events - CASE WHEN t.shared_since = s.counting_since
+                                                THEN t.shared_folded ELSE 0::bigint END),
+           last_dropped_at = GREATEST(t.last_dropped_at, s.last_dropped_at),
+           shared_since = s.counting_since,
+           shared_folded = s.events
+      FROM webhooks._unrouted_shared() s
+     WHERE s.event_type = t.event_type
+       AND (t.shared_since IS DISTINCT FROM s.counting_since OR t.shared_folded < s.events)
+       AND t.event_type IN (SELECT x.event_type FROM webhooks.unrouted_event_totals x
+                             FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION webhooks._fold_unrouted_events() IS
+    'Used by the worker''s maintenance: adds the shared-memory counts of unrouted events not yet saved to webhooks.unrouted_event_totals; returns the event types updated.';
+
+CREATE VIEW webhooks.unrouted_events AS
+SELECT e.event_type,
+       coalesce(t.events, 0) + u.unsaved AS events,
+       CASE WHEN u.unsaved > 0 THEN GREATEST(t.last_dropped_at, s.last_dropped_at)
+            ELSE t.last_dropped_at END AS last_dropped_at
+  FROM webhooks.event_types e
+  LEFT JOIN webhooks.unrouted_event_totals t ON t.event_type = e.event_type
+  LEFT JOIN webhooks._unrouted_shared() s ON s.event_type = e.event_type
+ CROSS JOIN LATERAL (
+       SELECT GREATEST(coalesce(s.events, 0)
+                       - CASE WHEN t.shared_since = s.counting_since THEN t.shared_folded ELSE 0::bigint END,
+                       0::bigint) AS unsaved) u;
+COMMENT ON VIEW webhooks.unrouted_events IS
+    'Per event type: committed events that found no active webhook and were not delivered, and when the last one committed. Counted since the extension was installed or webhooks.reset_unrouted_events(); a server restart loses up to the last minute''s.';
+COMMENT ON COLUMN webhooks.unrouted_events.events IS
+    'Events (emit() calls, trigger rows) of committed transactions that found no active webhook for their type.';
+COMMENT ON COLUMN webhooks.unrouted_events.last_dropped_at IS
+    'When the last transaction with such an event committed; NULL if none since the last reset.';
+
+CREATE FUNCTION webhooks.reset_unrouted_events() RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO webhooks.unrouted_event_totals AS t
+           (event_type, events, last_dropped_at, shared_since, shared_folded)
+    SELECT e.event_type, 0, NULL, s.counting_since, coalesce(s.events, 0)
+      FROM webhooks.event_types e
+      LEFT JOIN webhooks._unrouted_shared() s ON s.event_type = e.event_type
+    ON CONFLICT (event_type) DO UPDATE
+       SET events = 0, last_dropped_at = NULL,
+           shared_since = excluded.shared_since, shared_folded = excluded.shared_folded;
+$$;
+COMMENT ON FUNCTION webhooks.reset_unrouted_events() IS
+    'Sets the counts of webhooks.unrouted_events of this database back to zero (transactional).';
+
+-- counting starts at installation (shared memory may hold counts of an
+-- earlier installation in this database)
+SELECT webhooks.reset_unrouted_events();
+
+
 ------------------------------------------------------------------------------
 -- Privileges of the objects added by this version
 ------------------------------------------------------------------------------
@@ -404,6 +502,13 @@ REVOKE ALL ON FUNCTION webhooks._new_msg_id(), webhooks._batch_msg_id(text, bigi
     webhooks._prune(timestamptz, integer), webhooks._sweep_orphans(), webhooks._hold_inactive(bigint[])
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION webhooks._new_msg_id(), webhooks._batch_msg_id(text, bigint) TO webhooks_admin;
+REVOKE ALL ON webhooks.unrouted_event_totals, webhooks.unrouted_events FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhooks._unrouted_shared(), webhooks._fold_unrouted_events(),
+    webhooks.reset_unrouted_events() FROM PUBLIC;
+GRANT SELECT ON webhooks.unrouted_events TO webhooks_reader, webhooks_admin;
+GRANT EXECUTE ON FUNCTION webhooks._unrouted_shared() TO webhooks_reader, webhooks_admin;
+GRANT SELECT, INSERT, UPDATE ON webhooks.unrouted_event_totals TO webhooks_admin;
+GRANT EXECUTE ON FUNCTION webhooks.reset_unrouted_events() TO webhooks_admin;
 
 -- wake the worker so it serves the updated install at once
 SELECT webhooks._wake_worker();

@@ -14,7 +14,8 @@
  *
  * Enqueueing is an INSERT into webhooks.deliveries inside the caller's
  * transaction, so a rollback (or a rolled-back savepoint) leaves nothing
- * behind, and a commit wakes the worker (see webhooks.c).
+ * behind, and a commit wakes the worker (see webhooks.c).  An event that
+ * finds no active webhook is not stored but counted (unrouted.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -74,6 +75,8 @@ static const WhEventType event_types[] = {
 };
 
 #define N_EVENT_TYPES lengthof(event_types)
+StaticAssertDecl(lengthof(event_types) == WH_N_EVENT_TYPES,
+				 "WH_N_EVENT_TYPES must count event_types[]");
 
 /* a statement's events are stored in batch rows of at most this size */
 #define WH_BATCH_MAX_EVENTS 10000
@@ -89,6 +92,21 @@ wh_find_event_type(const char *name)
 		if (strcmp(event_types[i].name, name) == 0)
 			return &event_types[i];
 	return NULL;
+}
+
+/* event types by position, 0 to WH_N_EVENT_TYPES - 1, and back */
+const WhEventType *
+wh_event_type_at(int index)
+{
+	Assert(index >= 0 && index < N_EVENT_TYPES);
+	return &event_types[index];
+}
+
+int
+wh_event_type_index(const WhEventType *et)
+{
+	Assert(et >= event_types && et < event_types + N_EVENT_TYPES);
+	return (int) (et - event_types);
 }
 
 static const WhEventType *
@@ -633,6 +651,7 @@ webhooks_emit(PG_FUNCTION_ARGS)
 	if (webhook_id == 0)
 	{
 		SPI_finish();
+		wh_count_unrouted(et, 1);
 		PG_RETURN_NULL();
 	}
 	id = insert_one(webhook_id, et->name, body);
@@ -932,7 +951,9 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 		rettuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 		SPI_connect();
 		webhook_id = active_webhook_id(et->name);
-		if (webhook_id != 0)
+		if (webhook_id == 0)
+			wh_count_unrouted(et, 1);
+		else
 		{
 			TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
 			StringInfoData body;
@@ -957,7 +978,9 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 					 errhint("Create it with REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT.")));
 		SPI_connect();
 		webhook_id = active_webhook_id(et->name);
-		if (webhook_id != 0)
+		if (webhook_id == 0)
+			wh_count_unrouted(et, tuplestore_tuple_count(rows));
+		else
 		{
 			TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsMinimalTuple);
 			MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext,

@@ -10,6 +10,8 @@
  * a transaction callback: a transaction that enqueued a delivery sets the
  * worker's latch when it commits, so an idle worker reacts within
  * milliseconds without polling.  Rolled-back transactions wake nobody.
+ * The same callbacks publish, at commit, the counts of events that found no
+ * active webhook (unrouted.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -159,6 +161,7 @@ wh_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(WhSharedState)));
+	RequestAddinShmemSpace(wh_unrouted_shmem_size());
 }
 
 static void
@@ -178,6 +181,7 @@ wh_shmem_startup(void)
 		pg_atomic_init_u64(&wh_shared->wakeups, 0);
 		pg_atomic_init_u32(&wh_shared->batches_pending, 1);
 	}
+	wh_unrouted_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -228,16 +232,34 @@ wh_xact_callback(XactEvent event, void *arg)
 				wh_wake_worker_now();
 			wake_at_commit = false;
 			batches_at_commit = false;
+			wh_unrouted_xact_end(true);
 			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			wake_at_commit = false;
 			batches_at_commit = false;
+			/* the backend forgets the transaction now: count it as committed */
+			wh_unrouted_xact_end(true);
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			batches_at_commit = false;
+			wh_unrouted_xact_end(false);
 			break;
 		default:
 			break;
 	}
+}
+
+/* A savepoint is released or rolled back (unrouted.c keeps counts per level). */
+static void
+wh_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+		wh_unrouted_subxact_end(true);
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+		wh_unrouted_subxact_end(false);
 }
 
 static void
@@ -422,6 +444,7 @@ _PG_init(void)
 	shmem_startup_hook = wh_shmem_startup;
 
 	RegisterXactCallback(wh_xact_callback, NULL);
+	RegisterSubXactCallback(wh_subxact_callback, NULL);
 
 	wh_register_worker();
 }

@@ -9,6 +9,7 @@
  *	signing.c	Standard Webhooks signatures and secrets
  *	http.c		libcurl engine shared by the worker and the connection test
  *	payload.c	event types, payload validation, emit() and the trigger
+ *	unrouted.c	counts of the events that found no active webhook
  *	functions.c	other SQL-callable functions (connection test, helpers)
  *	worker.c	the background worker that delivers the queue
  *
@@ -113,11 +114,23 @@ typedef struct WhEventType
 	int64		example[WH_MAX_FIELDS]; /* example integer values (spec) */
 } WhEventType;
 
+/* the specification's event types, in a fixed order (payload.c) */
+#define WH_N_EVENT_TYPES 9
+
 extern const WhEventType *wh_find_event_type(const char *name);
+extern const WhEventType *wh_event_type_at(int index);
+extern int	wh_event_type_index(const WhEventType *et);
 extern void wh_check_event_type(const char *name);
 extern char *wh_build_body(const WhEventType *et, Jsonb *payload);
 extern char *wh_dummy_body(const WhEventType *et);
 extern void wh_format_event_date(StringInfo buf, TimestampTz ts);
+
+/* ---- unrouted.c: events that found no active webhook ---- */
+extern Size wh_unrouted_shmem_size(void);
+extern void wh_unrouted_shmem_init(void);
+extern void wh_count_unrouted(const WhEventType *et, int64 n);
+extern void wh_unrouted_subxact_end(bool committed);
+extern void wh_unrouted_xact_end(bool committed);
 
 /* ---- http.c ---- */
 typedef struct WhRequest

@@ -52,7 +52,8 @@
  * next scheduled retry bounds the sleep; once a second it looks for due
  * work anyway (COMMIT PREPARED and rows written by hand wake nobody); a
  * maintenance pass (pruning after webhooks.log_retention, expired secrets,
- * orphaned events) runs every minute.
+ * orphaned events, saving the counts of unrouted events) runs at start and
+ * every minute.
  *
  * Signals follow worker_spi: SIGHUP reloads the settings, SIGTERM (die)
  * ends the worker at its next CHECK_FOR_INTERRUPTS, which the latch makes
@@ -1235,9 +1236,25 @@ flush_results(void)
  */
 
 /*
- * Every minute: prune history past webhooks.log_retention, end secrets
- * past their grace period, and give queued events whose webhook vanished
- * a log row.  Rows other sessions hold are skipped, not waited for.
+ * Save this database's counts of events that found no active webhook
+ * (unrouted.c) in webhooks.unrouted_event_totals, so that a restart loses
+ * at most the last minute's.  Folding again adds nothing.
+ */
+static void
+fold_unrouted_events(void)
+{
+	begin_xact("saving counts of unrouted events");
+	if (check_extension() &&
+		SPI_execute("SELECT webhooks._fold_unrouted_events()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not save the counts of unrouted events");
+	commit_xact();
+}
+
+/*
+ * Every minute: save the counts of unrouted events, prune history past
+ * webhooks.log_retention, end secrets past their grace period, and give
+ * queued events whose webhook vanished a log row.  Rows other sessions
+ * hold are skipped, not waited for.
  */
 static void
 maintenance(void)
@@ -1246,6 +1263,8 @@ maintenance(void)
 	uint64		pruned = 0;
 	Datum		args[2];
 	Oid			argtypes[2] = {TIMESTAMPTZOID, INT4OID};
+
+	fold_unrouted_events();
 
 	args[0] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 															  -1000 * (int64) wh_log_retention_s));
