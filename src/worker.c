@@ -23,11 +23,16 @@
  *	   or (410 Gone) the webhook deactivated.  Commit.
  *
  * Steps 1 and 3 interleave with step 2: requests complete one by one, and
- * a request's slot is free as soon as it completes.  Slots are refilled in
- * chunks, to keep claims few and large: when a quarter of
- * webhooks.max_concurrency is free, or, for a webhook held back by its own
- * cap, when a quarter of that cap is free (an idle worker claims at once).  One
- * slow endpoint never holds back the others: it can only fill its own cap.
+ * a request's slot is free as soon as it completes.  Slots are shared
+ * fairly: every busy webhook may hold its max-min fair share of
+ * webhooks.max_concurrency (less a few reserved slots), never more than
+ * max_concurrency_per_webhook, and a claim takes rows one webhook at a time
+ * in turn.  The reserved slots (1/16) take only the first request of a
+ * webhook with none in flight, and a commit claims at once for such
+ * webhooks, so new work never waits for other webhooks' backlogs or slow
+ * endpoints.  Busy webhooks are refilled in chunks, to keep claims few and
+ * large: when a quarter of a webhook's share is free, or a quarter of
+ * webhooks.max_concurrency (an idle worker claims at once).
  * Results are written in batches (when enough have finished, when nothing
  * else is in flight, or a few milliseconds after the first one finished).
  *
@@ -129,7 +134,9 @@ typedef struct WebhookSlot
 	int64		webhook_id;		/* hash key */
 	int			in_flight;
 	int			unrecorded;		/* results kept because its rows were locked */
-	bool		more_due;		/* its last claim was cut short by its cap */
+	bool		more_due;		/* its last claim was cut short (cap, share) */
+	bool		left_out;		/* left out of the current claim (saturated) */
+	int			share;			/* the most it may hold, as of the last claim */
 	bool		http1_only;		/* its receiver's HTTP/2 answers were lost */
 	char	   *valid_url;		/* the target URL last found valid, or NULL */
 	bool		valid_url_private;	/* webhooks.allow_private_targets then */
@@ -167,6 +174,9 @@ static bool leases_released = false;
 static bool batches_pending = true;	/* event batches may wait to be split */
 static uint64 lease_token_base;
 static uint64 claims_made = 0;
+static bool announced = false;	/* a commit woke us: maybe a newly due webhook */
+static bool refill_due = false;	/* a webhook has a quantum of its share free */
+static uint32 claim_rotor = 0;	/* round-robin start among the claim's webhooks */
 
 static SPIPlanPtr plan_candidates;
 static SPIPlanPtr plan_claim;
@@ -552,6 +562,8 @@ slot_for(int64 webhook_id)
 		s->in_flight = 0;
 		s->unrecorded = 0;
 		s->more_due = false;
+		s->left_out = false;
+		s->share = 0;
 		s->valid_url = NULL;
 		s->http1_only = false;
 	}
@@ -580,7 +592,40 @@ refill_quantum(int cap)
 	return Max(1, cap / 4);
 }
 
-/* webhooks with no free slot, to leave out of the next claim */
+/*
+ * The last slots of webhooks.max_concurrency are kept for the first request
+ * of webhooks that have none in flight: a webhook with new work never waits
+ * for busy webhooks' requests to end.
+ */
+static int
+reserved_slots(void)
+{
+	return Max(1, wh_max_concurrency / 16);
+}
+
+/* the most a webhook may hold: its fair share, as of the last claim */
+static int
+share_of(WebhookSlot *s)
+{
+	return s->share > 0 ? Min(s->share, wh_max_concurrency_per_webhook) : wh_max_concurrency_per_webhook;
+}
+
+/*
+ * A webhook with requests in flight is worth a claim when a quantum of its
+ * share is free (so refills come in chunks); one with none always is.
+ */
+static bool
+wants_refill(WebhookSlot *s)
+{
+	int			share = share_of(s);
+
+	return s->in_flight == 0 || share - s->in_flight >= refill_quantum(share);
+}
+
+/*
+ * Webhooks to leave out of the next claim: those whose results wait on a
+ * lock, and those without a quantum of their share free.
+ */
 static Datum
 saturated_webhooks(void)
 {
@@ -591,6 +636,8 @@ saturated_webhooks(void)
 
 	hash_seq_init(&seq, slots);
 	while ((s = hash_seq_search(&seq)) != NULL)
+	{
+		s->left_out = true;
 		if (s->unrecorded >= wh_max_concurrency)
 		{
 			/*
@@ -600,13 +647,49 @@ saturated_webhooks(void)
 			 */
 			ids[n++] = Int64GetDatum(s->webhook_id);
 		}
-		else if (s->in_flight >= wh_max_concurrency_per_webhook)
+		else if (s->in_flight >= wh_max_concurrency_per_webhook || !wants_refill(s))
 		{
 			/* left out, so it may have due rows: its completions will tell */
 			s->more_due = true;
 			ids[n++] = Int64GetDatum(s->webhook_id);
 		}
+		else
+			s->left_out = false;
+	}
 	return make_array(ids, NULL, n, INT8OID);
+}
+
+static int
+cmp_int(const void *a, const void *b)
+{
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * Max-min fair share: the level L such that webhooks wanting up to
+ * demand[i] slots, each given min(demand[i], L), fill capacity.  Webhooks
+ * that want less than their share leave the rest to the others.  Sorts
+ * demand.
+ */
+static int
+fair_level(int *demand, int n, int capacity)
+{
+	int			remaining = Max(capacity, 0);
+	int			k;
+
+	qsort(demand, n, sizeof(int), cmp_int);
+	for (k = 0; k < n; k++)
+	{
+		int			fair = (remaining + (n - k) - 1) / (n - k);
+
+		if (demand[k] > fair)
+			return fair;
+		remaining = Max(remaining - demand[k], 0);
+	}
+	return wh_max_concurrency_per_webhook;	/* every demand is met */
 }
 
 /* ---------------------------------------------------------------------
@@ -758,6 +841,105 @@ step_release(void)
 	maybe_work = true;
 }
 
+/* the due rows of one webhook in a claim */
+typedef struct ClaimGroup
+{
+	WebhookSlot *slot;
+	int			first;			/* its rows: rows[first] .. rows[first + n - 1] */
+	int			n;
+	int			taken;
+	int			allowance;		/* how many more it may hold */
+} ClaimGroup;
+
+/*
+ * Share the free slots among the webhooks of a claim (groups, their due
+ * rows in "rows", at most "limit" each) and pick at most "room" rows into
+ * "pick"; returns how many.
+ *
+ * Every webhook that is busy (requests in flight, or due rows) may hold its
+ * max-min fair share of webhooks.max_concurrency less the reserved slots,
+ * and never more than webhooks.max_concurrency_per_webhook; a webhook
+ * holding more than its share (others became busy since) gets nothing until
+ * it is below it.  The reserved slots take only the first request of a
+ * webhook with none in flight, so new work starts at once however busy the
+ * others are.  Rows are taken one per webhook in turn, from a starting
+ * webhook that rotates from claim to claim.
+ */
+static int
+pick_fairly(ClaimGroup *groups, int ngroups, Datum *rows, int room, int limit, Datum *pick)
+{
+	int			cap = wh_max_concurrency_per_webhook;
+	int			capacity = wh_max_concurrency - reserved_slots();
+	int		   *demand = palloc(sizeof(int) * (hash_get_num_entries(slots) + ngroups + 1));
+	int			ndemand = 0;
+	int			share;
+	int			free_all = room;
+	int			free_shared = capacity - in_flight;
+	int			npick = 0;
+	int			start;
+	int			g;
+	bool		progress;
+	HASH_SEQ_STATUS seq;
+	WebhookSlot *s;
+
+	/* what each busy webhook wants: its due rows, or more when some were left */
+	for (g = 0; g < ngroups; g++)
+		demand[ndemand++] = Min(cap, groups[g].n >= limit ? cap : groups[g].slot->in_flight + groups[g].n);
+	hash_seq_init(&seq, slots);
+	while ((s = hash_seq_search(&seq)) != NULL)
+	{
+		bool		in_claim = false;
+
+		for (g = 0; g < ngroups && !in_claim; g++)
+			in_claim = (groups[g].slot == s);
+		if (in_claim)
+			continue;
+		if (!s->left_out)
+			s->more_due = false;	/* looked at, and nothing was due */
+		if (s->left_out && s->more_due)
+			demand[ndemand++] = cap;
+		else if (s->in_flight > 0)
+			demand[ndemand++] = Min(cap, s->in_flight);
+	}
+	share = Min(cap, Max(1, fair_level(demand, ndemand, capacity)));
+
+	hash_seq_init(&seq, slots);
+	while ((s = hash_seq_search(&seq)) != NULL)
+		s->share = share;
+	for (g = 0; g < ngroups; g++)
+	{
+		ClaimGroup *gr = &groups[g];
+
+		gr->allowance = Max(share - gr->slot->in_flight, gr->slot->in_flight == 0 ? 1 : 0);
+	}
+
+	/* round robin */
+	start = ngroups > 0 ? (int) (claim_rotor++ % (uint32) ngroups) : 0;
+	do
+	{
+		progress = false;
+		for (g = 0; g < ngroups && free_all > 0; g++)
+		{
+			ClaimGroup *gr = &groups[(start + g) % ngroups];
+
+			if (gr->taken >= gr->n || gr->taken >= gr->allowance)
+				continue;
+			/* past the first request of an idle webhook, the reserve is not for it */
+			if (free_shared <= 0 && !(gr->slot->in_flight == 0 && gr->taken == 0))
+				continue;
+			pick[npick++] = rows[gr->first + gr->taken++];
+			free_all--;
+			free_shared--;
+			progress = true;
+		}
+	} while (progress && free_all > 0);
+
+	/* a webhook cut short may have more due: its completions will tell */
+	for (g = 0; g < ngroups; g++)
+		groups[g].slot->more_due = (groups[g].taken < groups[g].n || groups[g].n >= limit);
+	return npick;
+}
+
 /*
  * Claim up to "room" due deliveries and start them.  Returns how many were
  * claimed (equal to room when more may be waiting).
@@ -773,8 +955,12 @@ claim(int room)
 				nheld = 0;
 	int			i;
 	int64		lease_token = (int64) (lease_token_base + ++claims_made);
-	HTAB	   *room_left;
-	HASHCTL		ctl;
+	Datum	   *ids;
+	Datum	   *rows;
+	int		   *group_of;
+	ClaimGroup *groups;
+	int			ngroups = 0,
+				nactive = 0;
 	Datum		saturated;
 
 	begin_xact("claiming deliveries");
@@ -805,12 +991,12 @@ claim(int room)
 
 	pick = palloc(sizeof(Datum) * (ncand + 1));
 	held = palloc(sizeof(Datum) * (ncand + 1));
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(WebhookSlot);
-	ctl.hcxt = CurrentMemoryContext;
-	room_left = hash_create("webhooks claim", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ids = palloc(sizeof(Datum) * (ncand + 1));
+	group_of = palloc(sizeof(int) * (ncand + 1));
+	rows = palloc(sizeof(Datum) * (ncand + 1));
+	groups = palloc0(sizeof(ClaimGroup) * (ncand + 1));
 
+	/* due rows by webhook (each webhook's rows come together, oldest first) */
 	for (i = 0; i < ncand; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -819,38 +1005,36 @@ claim(int room)
 		Datum		id = SPI_getbinval(tup, desc, 1, &isnull);
 		int64		webhook_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		Datum		active = SPI_getbinval(tup, desc, 3, &isnull);
+		int			g;
 
 		if (!DatumGetBool(active))
-			held[nheld++] = id;
-		else
 		{
-			bool		found;
-			WebhookSlot *r = hash_search(room_left, &webhook_id, HASH_ENTER, &found);
-
-			if (!found)
-			{
-				WebhookSlot *s = hash_search(slots, &webhook_id, HASH_FIND, NULL);
-
-				r->in_flight = wh_max_concurrency_per_webhook - (s ? s->in_flight : 0);
-			}
-			if (r->in_flight > 0 && npick < room)
-			{
-				r->in_flight--;
-				pick[npick++] = id;
-			}
+			held[nheld++] = id;
+			continue;
 		}
+		for (g = ngroups - 1; g >= 0; g--)
+			if (groups[g].slot->webhook_id == webhook_id)
+				break;
+		if (g < 0)
+		{
+			g = ngroups++;
+			groups[g].slot = slot_for(webhook_id);
+		}
+		groups[g].n++;
+		group_of[nactive] = g;
+		ids[nactive++] = id;
 	}
-
-	/* a webhook that filled its cap may have more due: its completions tell */
+	for (i = 1; i < ngroups; i++)
+		groups[i].first = groups[i - 1].first + groups[i - 1].n;
+	for (i = 0; i < nactive; i++)
 	{
-		HASH_SEQ_STATUS seq;
-		WebhookSlot *r;
+		ClaimGroup *gr = &groups[group_of[i]];
 
-		hash_seq_init(&seq, room_left);
-		while ((r = hash_seq_search(&seq)) != NULL)
-			if (r->in_flight <= 0)
-				slot_for(r->webhook_id)->more_due = true;
+		rows[gr->first + gr->taken++] = ids[i];
 	}
+	for (i = 0; i < ngroups; i++)
+		groups[i].taken = 0;
+	npick = pick_fairly(groups, ngroups, rows, room, room, pick);
 
 	if (nheld > 0)
 	{
@@ -1338,11 +1522,11 @@ collect_finished(void)
 
 		s->in_flight--;
 		in_flight--;
-		if (s->more_due &&
-			wh_max_concurrency_per_webhook - s->in_flight >= refill_quantum(wh_max_concurrency_per_webhook))
+		if (s->more_due && wants_refill(s))
 		{
 			s->more_due = false;
 			maybe_work = true;
+			refill_due = true;
 		}
 		add_finished((Delivery *) req->arg);
 	}
@@ -1447,7 +1631,9 @@ step_expand(void)
 /*
  * Claim when there may be due work and enough free slots: refilling in
  * batches keeps claims (transactions) few under load, while an idle worker
- * claims a single event at once.
+ * claims a single event at once.  A webhook refills when a quantum of its
+ * share is free; a commit (which may have made an idle webhook due) claims
+ * at once, for the webhooks worth a claim (saturated_webhooks).
  */
 static bool
 want_claim(void)
@@ -1457,7 +1643,8 @@ want_claim(void)
 	return extension_present && wh_enabled && maybe_work && free_slots > 0 &&
 		nto_release == 0 &&
 		nfinished + wh_max_concurrency < MAX_FINISHED / 2 &&
-		(in_flight == 0 || free_slots >= Max(1, wh_max_concurrency / 4));
+		(in_flight == 0 || announced || refill_due ||
+		 free_slots >= Max(1, wh_max_concurrency / 4));
 }
 
 static void
@@ -1466,8 +1653,9 @@ step_claim(void)
 	int			room = Min(wh_max_concurrency - in_flight, wh_batch_size);
 	int			seen;
 
+	announced = refill_due = false;
 	seen = claim(room);
-	maybe_work = (seen >= room);	/* else: drained, or every webhook at its cap */
+	maybe_work = (seen >= room);	/* else: drained, or every webhook at its share */
 }
 
 static void
@@ -1565,6 +1753,7 @@ loop_once(void)
 	if (latch)
 	{
 		maybe_work = true;
+		announced = true;
 		if (!extension_present)
 			next_maintenance = 0;	/* CREATE EXTENSION wakes us: look now */
 	}

@@ -41,7 +41,11 @@ WRK_CONCURRENCY = [int(c) for c in ENV.get("WRK_CONCURRENCY", "64 128 256").spli
 LAT_EVENTS = int(ENV.get("LAT_EVENTS", "200"))
 WRK_SECONDS = int(ENV.get("WRK_SECONDS", "10"))
 DRAIN_TIMEOUT = int(ENV.get("DRAIN_TIMEOUT", "300"))
-SECTIONS = ENV.get("SECTIONS", "throughput wrk latency enqueue").split()
+SECTIONS = ENV.get("SECTIONS", "throughput wrk latency enqueue fairness").split()
+FAIR_SLOW_MS = int(ENV.get("FAIR_SLOW_MS", "1000"))
+FAIR_SLOW_EVENTS = int(ENV.get("FAIR_SLOW_EVENTS", "3000"))   # per slow webhook
+FAIR_WINDOW_S = float(ENV.get("FAIR_WINDOW_S", "8"))
+FAIR_INTERVAL_MS = int(ENV.get("FAIR_INTERVAL_MS", "5"))
 SLOW_MS = 3000
 SLOW_INTERVAL_MS = 150          # one slow event every 150 ms: about 20 in flight at 3 s each
 DB = "bench"
@@ -337,6 +341,12 @@ CREATE TRIGGER enq_row_webhook AFTER INSERT ON app.enq_row
     psql("SELECT webhooks.deactivate_webhook('receiver-slow')")
     psql("SELECT webhooks.update_webhook('receiver-slow', target_url => '%s/slow/%d')" % (RECEIVER_URL, SLOW_MS))
     psql("UPDATE webhooks.webhooks SET is_active = true WHERE name = 'receiver-slow'")
+    # fairness: two webhooks whose endpoint takes FAIR_SLOW_MS per request,
+    # inactive until their section runs
+    for name, et in FAIR_SLOW:
+        psql("SELECT 1 FROM webhooks.create_webhook('%s', '%s', '%s/ok')" % (name, et, RECEIVER_URL))
+        psql("SELECT webhooks.deactivate_webhook('%s')" % name)
+        psql("SELECT webhooks.update_webhook('%s', target_url => '%s/slow/%d')" % (name, RECEIVER_URL, FAIR_SLOW_MS))
 
 
 INSERT_SQL = ("INSERT INTO {table} (message_id, subscriber_id, subscriber_email) "
@@ -638,6 +648,159 @@ def enqueue_run():
 
 
 # ---------------------------------------------------------------------------
+# 5. fairness
+# ---------------------------------------------------------------------------
+
+FAIR_SLOW = (("fair-slow-1", "EmailBounces"), ("fair-slow-2", "EmailComplaints"))
+FAIR_SEQ = [0]
+
+
+def trickle_start(base):
+    """Single-event transactions to the fast webhook (receiver-fast, HTTP/1.1
+    to lat_sink.py), one every FAIR_INTERVAL_MS, each commit time-stamped."""
+    return subprocess.Popen([PGCLIENT, "trickle", CONNINFO, str(FAIR_INTERVAL_MS),
+                             EMIT.format(et="EmailDeliveries", base=base)], stdout=subprocess.PIPE, text=True)
+
+
+def trickle_stop(proc, base):
+    proc.terminate()
+    out = proc.communicate()[0]
+    commits = {}
+    for line in out.strip().splitlines():
+        i, t = line.split()
+        commits[base + int(i)] = float(t)
+    return commits
+
+
+def trickle_latency(commits, since, until, timeout):
+    """Commit -> arrival (ms) of the trickle events committed in [since, until].
+    Events that have not arrived after timeout count with the time they waited."""
+    keep = {k: t for k, t in commits.items() if since <= t <= until}
+    lo, hi = min(keep), max(keep) + 1
+    deadline = time.time() + timeout
+    got = {}
+    while True:
+        got = sink_arrivals(lo, hi)
+        if all(k in got for k in keep) or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    now = time.time()
+    lat = [((got[k][0] if k in got else now) - t) * 1000 for k, t in keep.items()]
+    missing = sum(1 for k in keep if k not in got)
+    return lat, missing
+
+
+def delivered_between(names, t0, t1):
+    return int(psql("SELECT count(*) FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id "
+                    "WHERE w.name IN (%s) AND d.state = 'delivered' AND d.finished_at >= to_timestamp(%f) "
+                    "AND d.finished_at < to_timestamp(%f)" % (", ".join("'%s'" % n for n in names), t0, t1)))
+
+
+def fair_slow_run():
+    """Two saturated slow webhooks; the third webhook's trickle beside them."""
+    FAIR_SEQ[0] += 1
+    base = 30000000 + FAIR_SEQ[0] * 100000
+    truncate_queue()
+    names = [n for n, _ in FAIR_SLOW]
+    for name, _ in FAIR_SLOW:
+        psql("UPDATE webhooks.webhooks SET is_active = true WHERE name = '%s'" % name)
+    # both backlogs in one transaction
+    psql("BEGIN; " + " ".join(
+        "SELECT count(webhooks.emit('%s', jsonb_build_object('messageId', g, 'subscriberId', 7, "
+        "'subscriberEmail', 'slow@example.com'))) FROM generate_series(1, %d) g;" % (et, FAIR_SLOW_EVENTS)
+        for _, et in FAIR_SLOW) + " COMMIT")
+    time.sleep(FAIR_SLOW_MS / 1000.0 * 2 + 1)     # both saturated, the first round over
+    in_flight = int(psql("SELECT count(*) FROM webhooks.pending_deliveries WHERE in_flight"))
+    t0 = time.time()
+    time.sleep(FAIR_WINDOW_S)
+    t1 = time.time()
+    proc = trickle_start(base)
+    time.sleep(FAIR_WINDOW_S)
+    t2 = time.time()
+    commits = trickle_stop(proc, base)
+    left = int(psql("SELECT count(*) FROM webhooks.pending_deliveries WHERE webhook_name IN (%s)"
+                    % ", ".join("'%s'" % n for n in names)))
+    lat, missing = trickle_latency(commits, t1, t2, 120)
+    alone = delivered_between(names, t0, t1) / (t1 - t0)
+    beside = delivered_between(names, t1, t2) / (t2 - t1)
+    # the rest of the backlogs is dropped
+    for name, _ in FAIR_SLOW:
+        psql("UPDATE webhooks.webhooks SET is_active = false WHERE name = '%s'" % name)
+    deadline = time.time() + FAIR_SLOW_MS / 1000.0 * 3 + 30
+    while time.time() < deadline and int(psql("SELECT count(*) FROM webhooks.pending_deliveries WHERE in_flight")):
+        time.sleep(0.25)
+    truncate_queue()
+    return {
+        "events": len(lat), "not_arrived": missing,
+        "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2), "max_ms": round(max(lat), 2),
+        "slow_per_s_alone": round(alone, 1), "slow_per_s_with_trickle": round(beside, 1),
+        "slow_in_flight": in_flight, "slow_left": left,
+    }
+
+
+def fair_drain_run(trickle):
+    """A cold drain of EVENTS to nginx (fresh worker), with or without the trickle."""
+    FAIR_SEQ[0] += 1
+    base = 30000000 + FAIR_SEQ[0] * 100000
+    truncate_queue("app.bench_opens")
+    psql("VACUUM ANALYZE webhooks.deliveries")
+    psql("CHECKPOINT")
+    fresh_worker()
+    proc = None
+    if trickle:
+        proc = trickle_start(base)
+        time.sleep(1)           # the fast webhook's connection is warm
+    out = pgclient("commits", "1", INSERT_SQL.format(table="app.bench_opens", n=EVENTS))
+    commit_ts = float(out.split()[1])
+    deadline = time.time() + DRAIN_TIMEOUT
+    while time.time() < deadline:
+        n = int(psql("SELECT count(*) FROM webhooks.deliveries WHERE event_type = 'EmailOpens' "
+                     "AND state IN ('delivered', 'dead')"))
+        if n >= EVENTS:
+            break
+        time.sleep(0.1)
+    end = float(psql("SELECT extract(epoch FROM max(finished_at)) FROM webhooks.deliveries "
+                     "WHERE event_type = 'EmailOpens'"))
+    r = {"drain_s": round(end - commit_ts, 3), "deliveries_per_s": round(EVENTS / (end - commit_ts), 1)}
+    if proc is not None:
+        commits = trickle_stop(proc, base)
+        lat, missing = trickle_latency(commits, commit_ts, end, 60)
+        r.update({"events": len(lat), "not_arrived": missing, "p50_ms": round(pct(lat, 50), 2),
+                  "p99_ms": round(pct(lat, 99), 2), "max_ms": round(max(lat), 2)})
+    truncate_queue("app.bench_opens")
+    return r
+
+
+def fairness_section(res):
+    log("\n== 5. fairness: a third webhook's single events (one every %d ms, HTTP/1.1 to lat_sink.py) "
+        "beside busy webhooks, defaults (128/64) ==" % FAIR_INTERVAL_MS)
+    log("  a: two webhooks at %d ms per request (lat_sink.py /slow), %d queued events each; %.0f s without,"
+        " then %.0f s with the trickle" % (FAIR_SLOW_MS, FAIR_SLOW_EVENTS, FAIR_WINDOW_S, FAIR_WINDOW_S))
+    log("  b: a cold drain of %d events to nginx (fresh worker), without and with the trickle" % EVENTS)
+    res["fairness"] = {"slow": [], "drain_alone": [], "drain_trickle": []}
+    if "fairness" not in SECTIONS:
+        return
+    mark = cpu_mark()
+    for i in range(RUNS):
+        r = fair_slow_run()
+        res["fairness"]["slow"].append(r)
+        log("  a run %d: trickle p50 %8.2f ms  p99 %8.2f  max %8.2f  (%d events, %d not arrived)  slow webhooks:"
+            " %.1f/s without, %.1f/s with the trickle, %d in flight, %d left"
+            % (i + 1, r["p50_ms"], r["p99_ms"], r["max_ms"], r["events"], r["not_arrived"],
+               r["slow_per_s_alone"], r["slow_per_s_with_trickle"], r["slow_in_flight"], r["slow_left"]))
+    for i in range(RUNS):
+        a = fair_drain_run(False)
+        t = fair_drain_run(True)
+        res["fairness"]["drain_alone"].append(a)
+        res["fairness"]["drain_trickle"].append(t)
+        log("  b run %d: drain alone %.2f s (%.0f/s), with the trickle %.2f s (%.0f/s);"
+            " trickle p50 %8.2f ms  p99 %8.2f  max %8.2f  (%d events, %d not arrived)"
+            % (i + 1, a["drain_s"], a["deliveries_per_s"], t["drain_s"], t["deliveries_per_s"],
+               t["p50_ms"], t["p99_ms"], t["max_ms"], t["events"], t["not_arrived"]))
+    foreign_report(res, "fairness", mark)
+
+
+# ---------------------------------------------------------------------------
 
 def lat_key(target, slow):
     return "%s_%s" % (target, "slow" if slow else "alone")
@@ -740,6 +903,8 @@ def main():
     if "enqueue" in SECTIONS:
         truncate_queue()
 
+    fairness_section(res)
+
     summary(res)
     log("\nbenchmark took %.0f s" % (time.time() - t_start))
     if ENV.get("RESULTS_JSON"):
@@ -794,6 +959,24 @@ def summary(res):
         p99 = med([r["p99_ms"] for r in rs])
         row(label + " p50", "%.2f ms" % p50, "< %g ms" % TARGET_P50, p50 < TARGET_P50)
         row(label + " p99", "%.2f ms" % p99, "< %g ms" % TARGET_P99, p99 < TARGET_P99)
+    fr = res.get("fairness", {})
+    if fr.get("slow"):
+        rs = fr["slow"]
+        p99 = med([r["p99_ms"] for r in rs])
+        row("fairness a: third webhook p50, beside two %d ms webhooks" % FAIR_SLOW_MS,
+            "%.2f ms" % med([r["p50_ms"] for r in rs]))
+        row("fairness a: third webhook p99", "%.2f ms" % p99, "< %g ms" % TARGET_P99, p99 < TARGET_P99)
+        a, b = med([r["slow_per_s_alone"] for r in rs]), med([r["slow_per_s_with_trickle"] for r in rs])
+        row("fairness a: slow webhooks' deliveries/s without / with", "%.1f / %.1f (%+.0f %%)" % (
+            a, b, 100 * (b - a) / a), ">= -30 %", b >= 0.7 * a)
+    if fr.get("drain_trickle"):
+        rs = fr["drain_trickle"]
+        p99 = med([r["p99_ms"] for r in rs])
+        row("fairness b: third webhook p50, beside a cold drain", "%.2f ms" % med([r["p50_ms"] for r in rs]))
+        row("fairness b: third webhook p99", "%.2f ms" % p99, "< %g ms" % TARGET_P99, p99 < TARGET_P99)
+        a, b = med([r["drain_s"] for r in fr["drain_alone"]]), med([r["drain_s"] for r in rs])
+        row("fairness b: drain time without / with", "%.2f / %.2f s (%+.0f %%)" % (a, b, 100 * (b - a) / a),
+            "<= +30 %", b <= 1.3 * a)
     rs = res["enqueue"]
     sr = med([r["stmt_ratio"] for r in rs])
     rr = med([r["row_ratio"] for r in rs])
@@ -854,6 +1037,10 @@ def summary(res):
     log("enqueue plain/stmt/row ms: %s" % (["%.0f/%.0f/%.0f" % (r["plain_ms"], r["stmt_ms"], r["row_ms"])
                                              for r in res["enqueue"]]))
     log("enqueue ratios stmt/row: %s" % (["%.2f/%.2f" % (r["stmt_ratio"], r["row_ratio"]) for r in res["enqueue"]]))
+    for r in res.get("fairness", {}).get("slow", []):
+        log("fairness a: %s" % r)
+    for a, t in zip(res.get("fairness", {}).get("drain_alone", []), res.get("fairness", {}).get("drain_trickle", [])):
+        log("fairness b: alone %s; with the trickle %s" % (a, t))
     log("CPU used by processes outside the benchmark, per section (CPU s, wall s): %s" % res.get("foreign_cpu"))
 
 

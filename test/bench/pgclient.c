@@ -12,6 +12,10 @@
  *       Runs SQL every INTERVAL_MS ms ("%d" = iteration) until killed
  *       (SIGTERM/SIGINT); prints the number of statements run at exit.
  *
+ *   pgclient trickle CONNINFO INTERVAL_MS SQL
+ *       Like stream, but prints "i epoch_seconds" after each commit, as
+ *       commits does (line-buffered, so the caller may read as it goes).
+ *
  *   pgclient time CONNINFO SQL
  *       Runs SQL once and prints the elapsed wall time in ms (commit included).
  */
@@ -67,7 +71,7 @@ main(int argc, char **argv)
 
 	if (argc < 4)
 	{
-		fprintf(stderr, "usage: pgclient commits|stream|time CONNINFO ...\n");
+		fprintf(stderr, "usage: pgclient commits|stream|trickle|time CONNINFO ...\n");
 		return 2;
 	}
 	conn = PQconnectdb(argv[2]);
@@ -91,11 +95,12 @@ main(int argc, char **argv)
 		for (int i = 1; i <= n; i++)
 			printf("%d %.6f\n", i, t[i]);
 	}
-	else if (strcmp(argv[1], "stream") == 0 && argc == 5)
+	else if ((strcmp(argv[1], "stream") == 0 || strcmp(argv[1], "trickle") == 0) && argc == 5)
 	{
 		int			interval_ms = atoi(argv[3]);
 		int			i = 0;
 		double		next = now_s(CLOCK_MONOTONIC);
+		int			stamps = (strcmp(argv[1], "trickle") == 0);
 
 		signal(SIGTERM, on_signal);
 		signal(SIGINT, on_signal);
@@ -104,12 +109,15 @@ main(int argc, char **argv)
 			double		left;
 
 			run(conn, argv[4], ++i);
+			if (stamps)
+				printf("%d %.6f\n", i, now_s(CLOCK_REALTIME));
 			next += interval_ms / 1000.0;
 			left = next - now_s(CLOCK_MONOTONIC);
 			if (left > 0)
 				usleep((useconds_t) (left * 1e6));
 		}
-		printf("%d\n", i);
+		if (!stamps)
+			printf("%d\n", i);
 	}
 	else if (strcmp(argv[1], "time") == 0 && argc == 4)
 	{

@@ -34,6 +34,15 @@
 #   4. enqueue cost: INSERT of 100,000 rows under the statement trigger and
 #      under the row trigger, vs the same INSERT without trigger
 #      (webhooks.enabled = off, a webhook active for the event type)
+#   5. fairness (issue 8, point 11), defaults 128/64: single-event
+#      transactions to a third webhook (HTTP/1.1 to lat_sink.py), one every
+#      FAIR_INTERVAL_MS (5), commit -> arrival p50/p99,
+#      a. beside two webhooks whose endpoint takes FAIR_SLOW_MS (1000) per
+#         request, FAIR_SLOW_EVENTS (3000) queued each (the issue's 50,000
+#         scaled down: the backlogs outlast the measurement); their
+#         deliveries/s in FAIR_WINDOW_S (8 s) without, then 8 s with the trickle,
+#      b. beside a cold drain of EVENTS to nginx (fresh worker); the drain
+#         time without and with the trickle (alternating runs)
 # then a summary table beside the targets, and the raw per-run figures.
 # Everything is removed at the end (trap EXIT).
 #
@@ -44,7 +53,8 @@
 # raw figures as JSON), KEEP=1 (keep the directory, for post-mortems),
 # BENCH_CMD (run this instead of bench.py in the set-up, e.g. BENCH_CMD=bash),
 # EXTRA_CONF (lines added to postgresql.conf, e.g. EXTRA_CONF="webhooks.http2 = off"),
-# SECTIONS ("throughput wrk latency enqueue": run only some),
+# SECTIONS ("throughput wrk latency enqueue fairness": run only some),
+# FAIR_SLOW_MS, FAIR_SLOW_EVENTS, FAIR_WINDOW_S, FAIR_INTERVAL_MS (section 5),
 # PERF_DIR (a directory: perf record -g of the worker during each drain; with
 # PERF_STAT="event,..." perf stat of those events instead).
 set -euo pipefail
