@@ -521,11 +521,11 @@ def sink_arrivals(lo, hi):
 def nginx_arrivals(lo, hi):
     """messageId -> the time nginx logged the request ($msec), for EmailClicks deliveries."""
     ids = {}
-    for line in psql("SELECT id, (body::json->>'messageId')::bigint FROM webhooks.deliveries "
+    for line in psql("SELECT msg_id, (body::json->>'messageId')::bigint FROM webhooks.deliveries "
                      "WHERE event_type = 'EmailClicks' AND (body::json->>'messageId')::bigint >= %d "
                      "AND (body::json->>'messageId')::bigint < %d" % (lo, hi)).splitlines():
         d, m = line.split("|")
-        ids["msg_" + d] = int(m)
+        ids[d] = int(m)
     out = {}
     with open(NGINX_LAT_LOG) as f:
         for line in f:
