@@ -144,6 +144,7 @@ static int64 *to_release_tokens;
 static int	nto_release = 0;
 
 static bool extension_present = false;
+static Oid	extension_oid = InvalidOid;	/* the install the plans were made for */
 static bool maybe_work = true;
 static TimestampTz next_due = 0;
 static TimestampTz next_maintenance = 0;
@@ -451,8 +452,22 @@ static bool
 check_extension(void)
 {
 	static char last_problem[NAMEDATALEN + 64];
-	bool		present = OidIsValid(get_extension_oid("webhooks", true));
+	Oid			oid = get_extension_oid("webhooks", true);
+	bool		present = OidIsValid(oid);
 	char		problem[NAMEDATALEN + 64] = "";
+
+	/*
+	 * Dropped since the last look, perhaps created again in between (the
+	 * worker was paused or busy): the saved plans and the row type belong to
+	 * the old install, so forget them before anything runs.
+	 */
+	if (extension_present && oid != extension_oid)
+	{
+		elog(LOG, "webhooks worker: extension dropped; waiting for CREATE EXTENSION webhooks");
+		forget_plans();
+		leases_released = false;
+		extension_present = false;
+	}
 
 	if (present && !extension_present)
 	{
@@ -476,15 +491,10 @@ check_extension(void)
 				 errhint("Run ALTER EXTENSION webhooks UPDATE in database \"%s\".", wh_database_name)));
 	strlcpy(last_problem, problem, sizeof(last_problem));
 
-	if (!present && extension_present)
-	{
-		elog(LOG, "webhooks worker: extension dropped; waiting for CREATE EXTENSION webhooks");
-		forget_plans();
-		leases_released = false;
-	}
-	else if (present && !extension_present)
+	if (present && !extension_present)
 		elog(LOG, "webhooks worker: serving database \"%s\"", wh_database_name);
 	extension_present = present;
+	extension_oid = present ? oid : InvalidOid;
 	return present;
 }
 
