@@ -34,7 +34,7 @@ SET TIME ZONE 'Europe/Warsaw';
 INSERT INTO app.email_clicks SELECT 148000 + g, g, 'user' || g || '@example.com', '2024-05-10 11:30:00'
   FROM generate_series(1, 1000) g;
 RESET TIME ZONE;
--- stored as compact batches of at most 10,000 events, split by the worker
+-- stored as compact batches of at most 1,000 events, split by the worker
 -- (which is off in this instance, so we split them here)
 SELECT count(*) AS batches, sum(events) AS events FROM webhooks.event_batches;
 SELECT webhook_name, pending FROM webhooks.webhook_stats WHERE webhook_name = 'clicks';

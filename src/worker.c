@@ -114,6 +114,14 @@
 #define POLL_INTERVAL_MS 1000
 /* unrecorded results whose rows another session holds are retried after */
 #define LOCKED_RETRY_MS 1000
+/*
+ * While requests are in flight, split at most one batch (1,000 events, a few
+ * milliseconds of SQL) this often: curl is not served while SQL runs, so
+ * splitting every batch back to back held other webhooks' requests for
+ * hundreds of milliseconds.  Splitting 50,000 events a second still feeds
+ * any drain.
+ */
+#define SPLIT_INTERVAL_MS 20
 /* the worker never waits long for a lock: it skips, or gives up and retries */
 #define WORKER_LOCK_TIMEOUT "200ms"
 
@@ -172,6 +180,7 @@ static TimestampTz next_poll = 0;
 static TimestampTz db_backoff_until = 0;	/* after an error, until then no SQL */
 static bool leases_released = false;
 static bool batches_pending = true;	/* event batches may wait to be split */
+static TimestampTz next_split = 0;	/* while requests are in flight */
 static uint64 lease_token_base;
 static uint64 claims_made = 0;
 static bool announced = false;	/* a commit woke us: maybe a newly due webhook */
@@ -284,6 +293,13 @@ pin_session(void)
 		{"synchronous_commit", "off"},
 		/* short statements run thousands of times a second: never worth JIT */
 		{"jit", "off"},
+
+		/*
+		 * Plan each execution for the queue as it is now: a generic plan
+		 * made while the queue was small (a seq scan) stays bad once a
+		 * backlog arrives, and turned a claim into a scan of the table.
+		 */
+		{"plan_cache_mode", "force_custom_plan"},
 	};
 
 	for (i = 0; i < nvars; i++)
@@ -1606,7 +1622,7 @@ run_step(void (*step) (void))
 }
 
 /*
- * Split the oldest event batch into deliveries (one batch, at most 10,000
+ * Split the oldest event batch into deliveries (one batch, at most 1,000
  * events, per short transaction, so requests in flight keep moving).
  */
 static void
@@ -1714,8 +1730,12 @@ loop_once(void)
 
 	if (pg_atomic_exchange_u32(&wh_shared->batches_pending, 0) != 0)
 		batches_pending = true;
-	if (sql_ok && extension_present && wh_enabled && batches_pending)
+	if (sql_ok && extension_present && wh_enabled && batches_pending &&
+		(in_flight == 0 || now >= next_split))
+	{
 		run_step(step_expand);
+		next_split = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SPLIT_INTERVAL_MS);
+	}
 
 	if (sql_ok && want_claim())
 		run_step(step_claim);
@@ -1746,8 +1766,11 @@ loop_once(void)
 		timeout = Min(timeout, ms_until(next_due, now));
 	if (now < db_backoff_until)
 		timeout = Max(Min(timeout, ms_until(db_backoff_until, now)), 1);
-	else if (want_claim() || nto_release > 0 || (extension_present && wh_enabled && batches_pending))
+	else if (want_claim() || nto_release > 0 ||
+			 (extension_present && wh_enabled && batches_pending && (in_flight == 0 || now >= next_split)))
 		timeout = 0;
+	else if (extension_present && wh_enabled && batches_pending)
+		timeout = Min(timeout, ms_until(next_split, now));
 
 	latch = wh_engine_wait(engine, timeout, PG_WAIT_EXTENSION);
 	if (latch)

@@ -46,6 +46,8 @@ FAIR_SLOW_MS = int(ENV.get("FAIR_SLOW_MS", "1000"))
 FAIR_SLOW_EVENTS = int(ENV.get("FAIR_SLOW_EVENTS", "3000"))   # per slow webhook
 FAIR_WINDOW_S = float(ENV.get("FAIR_WINDOW_S", "8"))
 FAIR_INTERVAL_MS = int(ENV.get("FAIR_INTERVAL_MS", "5"))
+# the third webhook: h1 (HTTP/1.1 to lat_sink.py) or h2 (HTTP/2 to nginx)
+FAIR_TARGET = ENV.get("FAIR_TARGET", "h1")
 SLOW_MS = 3000
 SLOW_INTERVAL_MS = 150          # one slow event every 150 ms: about 20 in flight at 3 s each
 DB = "bench"
@@ -659,7 +661,7 @@ def trickle_start(base):
     """Single-event transactions to the fast webhook (receiver-fast, HTTP/1.1
     to lat_sink.py), one every FAIR_INTERVAL_MS, each commit time-stamped."""
     return subprocess.Popen([PGCLIENT, "trickle", CONNINFO, str(FAIR_INTERVAL_MS),
-                             EMIT.format(et="EmailDeliveries", base=base)], stdout=subprocess.PIPE, text=True)
+                             EMIT.format(et=TARGETS[FAIR_TARGET][0], base=base)], stdout=subprocess.PIPE, text=True)
 
 
 def trickle_stop(proc, base):
@@ -680,7 +682,7 @@ def trickle_latency(commits, since, until, timeout):
     deadline = time.time() + timeout
     got = {}
     while True:
-        got = sink_arrivals(lo, hi)
+        got = TARGETS[FAIR_TARGET][1](lo, hi)
         if all(k in got for k in keep) or time.time() > deadline:
             break
         time.sleep(0.5)
@@ -767,6 +769,18 @@ def fair_drain_run(trickle):
         lat, missing = trickle_latency(commits, commit_ts, end, 60)
         r.update({"events": len(lat), "not_arrived": missing, "p50_ms": round(pct(lat, 50), 2),
                   "p99_ms": round(pct(lat, 99), 2), "max_ms": round(max(lat), 2)})
+        # where the trickle's time went: enqueue -> claim (last attempt) -> recorded
+        q = psql("SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY w)::numeric, 1), "
+                 "       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY w)::numeric, 1), "
+                 "       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY s)::numeric, 1), "
+                 "       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY s)::numeric, 1) "
+                 "  FROM (SELECT extract(epoch FROM last_attempt_at - created_at) * 1000 AS w, "
+                 "               extract(epoch FROM finished_at - last_attempt_at) * 1000 AS s "
+                 "          FROM webhooks.deliveries WHERE event_type = '%s' "
+                 "           AND state = 'delivered') x" % TARGETS[FAIR_TARGET][0]).split("|")
+        r.update({"enqueue_to_claim_p50_ms": q[0], "enqueue_to_claim_p99_ms": q[1],
+                  "claim_to_recorded_p50_ms": q[2], "claim_to_recorded_p99_ms": q[3]})
+        log("    trickle: enqueue -> claim p50 %s ms p99 %s ms; claim -> recorded p50 %s ms p99 %s ms" % tuple(q))
     truncate_queue("app.bench_opens")
     return r
 

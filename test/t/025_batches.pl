@@ -1,5 +1,5 @@
 # Multi-row statements under the statement trigger store their events as
-# compact batch rows (at most 10,000 events each); the worker splits them
+# compact batch rows (at most 1,000 events each); the worker splits them
 # into deliveries and delivers them like any other.  Here: a statement of
 # 10,001 rows (two batches) is delivered completely, once per event, each
 # signed, with the body the trigger rendered from its row; a batch committed
