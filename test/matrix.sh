@@ -12,7 +12,10 @@
 # directory to start it afresh, e.g. when unstable has moved on).  The Debian mirror is
 # the one this machine's apt is configured with (override: WH_DEBIAN_MIRROR).
 # Needs root (debootstrap, chroot, mount).  PG_CFLAGS (e.g. -Werror) and
-# FUZZ_SECONDS are passed through to test/check.sh.
+# FUZZ_SECONDS are passed through to test/check.sh.  MATRIX_CMD runs another
+# command than the suite in each version's tree, e.g. the benchmark:
+#   MATRIX_CMD='bash test/setup.sh --bench && RUNS=3 SECTIONS=throughput bash test/bench/run.sh' \
+#     bash test/matrix.sh all
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -150,8 +153,10 @@ prepare_root() {
 	echo "$(sha1sum < test/setup.sh) pg$version" > "$stamp"
 }
 
+cmd=${MATRIX_CMD:-bash test/check.sh}
+
 run_native() {
-	WH_PG_VERSION=15 bash test/check.sh
+	WH_PG_VERSION=15 bash -c "$cmd"
 }
 
 run_chroot() {
@@ -166,7 +171,7 @@ run_chroot() {
 	mount_root "$root"
 	local status=0
 	in_root "$root" env WH_PG_VERSION="$version" \
-		bash -c 'cd /src/webhooks && bash test/check.sh' || status=$?
+		bash -c "cd /src/webhooks && $cmd" || status=$?
 	unmount_all
 	exec 9>&-
 	return $status
