@@ -188,12 +188,11 @@ ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_attempts_check CHECK (
 -- 1.0 let a hand-written negative attempts reach the log (delete_webhook's discard rows)
 UPDATE webhooks.webhook_logs SET attempt = 0 WHERE attempt < 0;
 ALTER TABLE webhooks.webhook_logs ADD CONSTRAINT webhook_logs_attempt_check CHECK (attempt >= 0);
--- webhook-ids are written into request headers and derived from (batches):
--- one written by hand must not add a header (a line break) or stall every
--- split behind it (a batch id that _batch_msg_id cannot move).  Ids from
--- 1.0 (msg_<id>) and the extension's (msg_ + 32 hex digits) pass.
-ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_msg_id_check
-    CHECK (msg_id OPERATOR(pg_catalog.~) '^msg_[0-9A-Za-z]{1,64}$');
+-- A batch's webhook-id is what every event of it derives from: one written
+-- by hand that _batch_msg_id cannot move would stall every split behind it.
+-- (A delivery's msg_id is checked at send time instead, like its URL and
+-- headers: a CHECK is evaluated on every UPDATE, and the queue's rows are
+-- updated on every claim and result.)
 ALTER TABLE webhooks.event_batches ADD CONSTRAINT event_batches_first_msg_id_check
     CHECK (first_msg_id OPERATOR(pg_catalog.~) '^msg_[0-9a-f]{32}$');
 

@@ -259,6 +259,26 @@ wh_new_msg_id(char *out)
 }
 
 /*
+ * Why msg_id cannot be sent as a webhook-id header, or NULL: "msg_" and 1 to
+ * 64 letters or digits (ids of 1.0, msg_<delivery id>, and of 1.1 alike).
+ * A row written by hand must not add a header line.
+ */
+const char *
+wh_msg_id_problem(const char *msg_id)
+{
+	size_t		n = strlen(msg_id);
+	size_t		i;
+
+	if (n < 5 || n > 4 + 64 || strncmp(msg_id, "msg_", 4) != 0)
+		return "the webhook-id is not \"msg_\" and 1 to 64 letters or digits";
+	for (i = 4; i < n; i++)
+		if (!((msg_id[i] >= '0' && msg_id[i] <= '9') || (msg_id[i] >= 'a' && msg_id[i] <= 'z') ||
+			  (msg_id[i] >= 'A' && msg_id[i] <= 'Z')))
+			return "the webhook-id is not \"msg_\" and 1 to 64 letters or digits";
+	return NULL;
+}
+
+/*
  * The id "offset" places after "base" (a msg id as made above), into out
  * (WH_MSG_ID_LEN + 1 bytes).  Returns false when base is not of that form.
  */

@@ -87,6 +87,7 @@ extern char *wh_sign(const char *secret, const char *msg_id, int64 timestamp,
 #define WH_MSG_ID_LEN 36
 extern void wh_new_msg_id(char *out);
 extern bool wh_msg_id_offset(const char *base, int64 offset, char *out);
+extern const char *wh_msg_id_problem(const char *msg_id);
 
 /* ---- payload.c ---- */
 typedef enum WhFieldType

@@ -295,11 +295,13 @@ pin_session(void)
 		{"jit", "off"},
 
 		/*
-		 * Plan each execution for the queue as it is now: a generic plan
-		 * made while the queue was small (a seq scan) stays bad once a
-		 * backlog arrives, and turned a claim into a scan of the table.
+		 * Every statement of the worker finds its rows through an index.  A
+		 * cached generic plan made while the queue was nearly empty chose a
+		 * seq scan, and kept it once a backlog arrived: each claim became a
+		 * scan of the whole table.  (Planning every execution instead cost
+		 * 40 us per delivery.)
 		 */
-		{"plan_cache_mode", "force_custom_plan"},
+		{"enable_seqscan", "off"},
 	};
 
 	for (i = 0; i < nvars; i++)
@@ -735,6 +737,8 @@ precheck(Delivery *d, const char *secret, const char *previous_secret,
 		slot->valid_url = MemoryContextStrdup(worker_cxt, d->req.url);
 		slot->valid_url_private = wh_allow_private_targets;
 	}
+	if ((problem = (char *) wh_msg_id_problem(d->msg_id)) != NULL)
+		return psprintf("rejected before sending: %s", problem);
 	if (body_len > (size_t) wh_max_payload_size)
 		return psprintf("rejected before sending: the payload has %zu bytes, more than webhooks.max_payload_size",
 						body_len);
