@@ -85,8 +85,11 @@ CREATE TYPE webhooks._delivery_result AS (
 -- never waited for: the ids written are returned, the worker keeps the rest
 -- for its next flush.  A retry of an inactive webhook is held, judged on
 -- the webhook row locked here, so a concurrent activation cannot strand it.
+-- Its statement is planned on every call: a cached plan made while the
+-- queue held a few rows joined by scanning all of deliveries, and kept doing
+-- so once a backlog arrived.
 CREATE FUNCTION webhooks._record_results(results webhooks._delivery_result[]) RETURNS SETOF bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
     RETURN QUERY
     WITH r AS MATERIALIZED (SELECT * FROM pg_catalog.unnest(results)),

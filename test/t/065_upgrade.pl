@@ -461,7 +461,7 @@ ok(!@diff,
 	  . 'triggers, views, functions (search_path, privileges), relation privileges, comments')
   or diag("updated install vs fresh install:\n" . join("\n", @diff));
 cmp_ok(scalar(@updated), '>', 100, 'the comparison covered ' . scalar(@updated) . ' catalog entries');
-ok(grep({ /^function webhooks\._record_results.*config=\{"search_path=pg_catalog, pg_temp"\}/ } @updated),
+ok(grep({ /^function webhooks\._record_results.*config=\{"search_path=pg_catalog, pg_temp",plan_cache_mode=force_custom_plan\}/ } @updated),
 	'the comparison sees function settings');
 
 ########################################################################
