@@ -86,7 +86,7 @@ packages=(
 	clang-$clang libclang-rt-$clang-dev  # libFuzzer for the URL validator's fuzz target
 )
 if [ $bench = 1 ]; then
-	packages+=(nginx-light wrk)  # benchmark sink and load tool
+	packages+=(nginx-light wrk iproute2)  # benchmark sink, load tool, ss (connections)
 fi
 
 missing=()
