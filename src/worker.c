@@ -1009,6 +1009,17 @@ claim(int room)
 		elog(ERROR, "could not select due deliveries");
 	ncand = (int) SPI_processed;
 
+	/*
+	 * The query may have waited for a DROP/CREATE EXTENSION to commit and
+	 * then run against the new install's tables: if the extension is not
+	 * the one checked above, claim nothing; the next check sees the change.
+	 */
+	if (get_extension_oid("webhooks", true) != extension_oid)
+	{
+		commit_xact();
+		return 0;
+	}
+
 	pick = palloc(sizeof(Datum) * (ncand + 1));
 	held = palloc(sizeof(Datum) * (ncand + 1));
 	ids = palloc(sizeof(Datum) * (ncand + 1));
