@@ -192,6 +192,8 @@ static SPIPlanPtr plan_claim;
 static SPIPlanPtr plan_hold;
 static SPIPlanPtr plan_next_due;
 static SPIPlanPtr plan_record;
+static SPIPlanPtr plan_record_delivered;
+static SPIPlanPtr plan_lock_rows;
 static SPIPlanPtr plan_still_leased;
 static SPIPlanPtr plan_deactivate;
 static SPIPlanPtr plan_release;
@@ -383,6 +385,7 @@ prepare_plans(void)
 	Oid			t_hold[1] = {INT8ARRAYOID};
 	Oid			t_record[1];
 	Oid			t_leased[2] = {INT8ARRAYOID, INT8ARRAYOID};
+	Oid			t_delivered[5] = {INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID, INT8ARRAYOID};
 	Oid			t_deactivate[2] = {INT8ARRAYOID, TEXTOID};
 
 	if (plan_candidates != NULL)
@@ -447,6 +450,28 @@ prepare_plans(void)
 							  " WHERE w.id <> ALL ($1)",
 							  1, t_cand + 1);
 	plan_record = keep_plan("SELECT webhooks._record_results($1)", 1, t_record);
+
+	/*
+	 * Successes, most results: the webhook's state does not matter and
+	 * there is no log row, so only the rows are locked (skipped when
+	 * another session holds them, as _record_results() does), then written
+	 * under their lease.  Two statements, every access to deliveries by the
+	 * id list: a generic plan can neither scan the table, however small it
+	 * was when the plan was made, nor rescan the locked rows per row.
+	 */
+	plan_lock_rows = keep_plan(
+							   "SELECT x.id FROM webhooks.deliveries x "
+							   " WHERE x.id = ANY ($1) FOR UPDATE SKIP LOCKED",
+							   1, t_delivered);
+	plan_record_delivered = keep_plan(
+									  "UPDATE webhooks.deliveries d "
+									  "   SET state = 'delivered', lease_until = NULL, lease_token = NULL, "
+									  "       finished_at = $4, last_status = r.status, last_error = NULL "
+									  "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+									  "                 pg_catalog.unnest($3)) AS r(id, token, status) "
+									  " WHERE d.id = ANY ($5) AND d.id = r.id AND d.lease_token = r.token "
+									  "RETURNING d.id",
+									  5, t_delivered);
 	/* of results not written, those whose lease is still ours (rows locked) */
 	plan_still_leased = keep_plan(
 								  "SELECT d.id FROM webhooks.deliveries d, "
@@ -469,7 +494,7 @@ static void
 forget_plans(void)
 {
 	SPIPlanPtr *plans[] = {&plan_candidates, &plan_claim, &plan_hold, &plan_next_due,
-	&plan_record, &plan_still_leased, &plan_deactivate, &plan_release};
+	&plan_record, &plan_record_delivered, &plan_lock_rows, &plan_still_leased, &plan_deactivate, &plan_release};
 	int			i;
 
 	for (i = 0; i < lengthof(plans); i++)
@@ -1196,6 +1221,11 @@ typedef struct ResultBatch
 {
 	int			n;
 	Datum	   *rows;
+	/* successes, written by plan_record_delivered: id, lease token, status */
+	int			nok;
+	Datum	   *ok_ids;
+	Datum	   *ok_tokens;
+	Datum	   *ok_status;
 	TimestampTz now;
 	TimestampTz earliest_retry; /* 0: no retry scheduled */
 	Datum	   *gone;			/* webhooks that answered 410 Gone */
@@ -1207,6 +1237,10 @@ result_batch_init(ResultBatch *b, int capacity)
 {
 	b->n = 0;
 	b->rows = palloc(sizeof(Datum) * capacity);
+	b->nok = 0;
+	b->ok_ids = palloc(sizeof(Datum) * capacity);
+	b->ok_tokens = palloc(sizeof(Datum) * capacity);
+	b->ok_status = palloc(sizeof(Datum) * capacity);
 	b->now = GetCurrentTimestamp();
 	b->earliest_retry = 0;
 	b->gone = palloc(sizeof(Datum) * capacity);
@@ -1233,10 +1267,12 @@ result_batch_add(ResultBatch *b, Delivery *d)
 
 	if (got_response && r->status >= 200 && r->status < 300)
 	{
-		state = "delivered";
-		finished = true;
+		b->ok_ids[b->nok] = Int64GetDatum(r->delivery_id);
+		b->ok_tokens[b->nok] = Int64GetDatum(d->lease_token);
+		b->ok_status[b->nok++] = Int32GetDatum((int32) r->status);
+		return;
 	}
-	else if (got_response && r->status == 410)
+	if (got_response && r->status == 410)
 	{
 		/* stays due; deactivating the webhook then holds it (its trigger) */
 		state = "pending";
@@ -1290,6 +1326,22 @@ result_batch_add(ResultBatch *b, Delivery *d)
 		SET(R_WEBHOOK_ID, Int64GetDatum(r->webhook_id));
 #undef SET
 	b->rows[b->n++] = HeapTupleGetDatum(heap_form_tuple(result_desc, v, isnull));
+}
+
+/* add the delivery ids the last statement returned to the set written */
+static int
+remember_written(HTAB *written)
+{
+	uint64		j;
+
+	for (j = 0; j < SPI_processed; j++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1, &isnull));
+
+		hash_search(written, &id, HASH_ENTER, NULL);
+	}
+	return (int) SPI_processed;
 }
 
 /* a flush's ids that are still leased to us: their rows were locked */
@@ -1353,7 +1405,7 @@ flush_results(void)
 	int			nkept_now = 0,
 				ndropped = 0;
 	Datum		arg;
-	uint64		j;
+	int			nwritten = 0;
 
 	if (n == 0)
 		return;
@@ -1373,22 +1425,42 @@ flush_results(void)
 	result_batch_init(&batch, n);
 	for (i = 0; i < n; i++)
 		result_batch_add(&batch, finished[i]);
-	arg = PointerGetDatum(construct_array(batch.rows, batch.n, result_typid, -1, false, TYPALIGN_DOUBLE));
-	if (SPI_execute_plan(plan_record, &arg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not record delivery results");
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = ctl.entrysize = sizeof(int64);
 	ctl.hcxt = CurrentMemoryContext;
 	written = hash_create("webhooks written", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	for (j = 0; j < SPI_processed; j++)
+	if (batch.nok > 0)
 	{
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1, &isnull));
+		Datum		args[5];
+		Datum	   *locked = palloc(sizeof(Datum) * batch.nok);
+		uint64		j;
 
-		hash_search(written, &id, HASH_ENTER, NULL);
+		args[0] = make_array(batch.ok_ids, NULL, batch.nok, INT8OID);
+		if (SPI_execute_plan(plan_lock_rows, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not lock delivered rows");
+		for (j = 0; j < SPI_processed; j++)
+		{
+			bool		isnull;
+
+			locked[j] = SPI_getbinval(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1, &isnull);
+		}
+		args[1] = make_array(batch.ok_tokens, NULL, batch.nok, INT8OID);
+		args[2] = make_array(batch.ok_status, NULL, batch.nok, INT4OID);
+		args[3] = TimestampTzGetDatum(batch.now);
+		args[4] = make_array(locked, NULL, (int) SPI_processed, INT8OID);
+		if (SPI_execute_plan(plan_record_delivered, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not record delivered results");
+		nwritten += remember_written(written);
 	}
-	if (SPI_processed < (uint64) n)
+	if (batch.n > 0)
+	{
+		arg = PointerGetDatum(construct_array(batch.rows, batch.n, result_typid, -1, false, TYPALIGN_DOUBLE));
+		if (SPI_execute_plan(plan_record, &arg, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not record delivery results");
+		nwritten += remember_written(written);
+	}
+	if (nwritten < n)
 		keep = still_leased(n, written);
 
 	if (batch.ngone > 0)
