@@ -1781,6 +1781,24 @@ want_flush(TimestampTz now)
 	return nkept > 0 && now >= kept_retry_at;
 }
 
+/*
+ * Let curl work on the sockets that are ready, without waiting: called
+ * between the loop's SQL steps, so that a response that arrived during one
+ * frees its connection (and a new connection's handshake moves on) before
+ * the next step, not a whole turn of the loop later.
+ */
+static void
+service_sockets(void)
+{
+	if (wh_engine_wait(engine, 0, PG_WAIT_EXTENSION))
+	{
+		maybe_work = true;
+		announced = true;
+	}
+	/* what finished is collected now: the loop's wait must see it */
+	collect_finished();
+}
+
 /* One turn of the loop: every step that has work, then sleep. */
 static void
 loop_once(void)
@@ -1813,7 +1831,10 @@ loop_once(void)
 	if (sql_ok && nto_release > 0)
 		run_step(step_release);
 	if (sql_ok && want_flush(now))
+	{
 		run_step(flush_results);
+		service_sockets();
+	}
 
 	if (pg_atomic_exchange_u32(&wh_shared->batches_pending, 0) != 0)
 		batches_pending = true;
@@ -1822,6 +1843,7 @@ loop_once(void)
 	{
 		run_step(step_expand);
 		next_split = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SPLIT_INTERVAL_MS);
+		service_sockets();
 	}
 
 	if (sql_ok && want_claim())

@@ -781,6 +781,15 @@ def fair_drain_run(trickle):
         r.update({"enqueue_to_claim_p50_ms": q[0], "enqueue_to_claim_p99_ms": q[1],
                   "claim_to_recorded_p50_ms": q[2], "claim_to_recorded_p99_ms": q[3]})
         log("    trickle: enqueue -> claim p50 %s ms p99 %s ms; claim -> recorded p50 %s ms p99 %s ms" % tuple(q))
+        if FAIR_TARGET == "h1":
+            # the slowest 1 %: were their requests the first on a new connection?
+            got = TARGETS["h1"][1](min(commits), max(commits) + 1)
+            slow = sorted((k for k in commits if k in got and commit_ts <= commits[k] <= end),
+                          key=lambda k: got[k][0] - commits[k])[-max(1, len(lat) // 100):]
+            fresh = sum(1 for k in slow if got[k][2] == 1)
+            r.update({"slowest_1pct_on_new_connection": fresh, "slowest_1pct": len(slow)})
+            log("    trickle: of the slowest 1 %% (%d), %d were the first request on a new connection"
+                % (len(slow), fresh))
     truncate_queue("app.bench_opens")
     return r
 
