@@ -23,7 +23,9 @@
  *	   or (410 Gone) the webhook deactivated.  Commit.
  *
  * Steps 1 and 3 interleave with step 2: requests complete one by one, and
- * a request's slot is free as soon as it completes.  Slots are shared
+ * a request's slot is free as soon as it completes; between its SQL steps
+ * the loop lets curl work on the sockets that are ready (service_sockets),
+ * so a flush or a split never holds a response for a whole turn.  Slots are shared
  * fairly: every busy webhook may hold its max-min fair share of
  * webhooks.max_concurrency (less a few reserved slots), never more than
  * max_concurrency_per_webhook, and a claim takes rows one webhook at a time
@@ -41,8 +43,9 @@
  * (there is only one) releases every lease at start, so a crash repeats the
  * requests that were in flight, with the same webhook-id, and loses none.
  * Each claim stamps its rows with a lease token, and a result is written
- * (webhooks._record_results) only while the row still carries it: a late
- * result never overwrites a newer attempt or a reinstalled extension's row.
+ * only while the row still carries it (successes by two saved statements,
+ * other outcomes by webhooks._record_results): a late result never
+ * overwrites a newer attempt or a reinstalled extension's row.
  *
  * The worker is a superuser in a database that other roles own, so its
  * session is its own (pin_session): settings from ALTER DATABASE/ROLE are
@@ -150,56 +153,81 @@ typedef struct WebhookSlot
 	bool		valid_url_private;	/* webhooks.allow_private_targets then */
 } WebhookSlot;
 
-static MemoryContext worker_cxt;
-static MemoryContext loop_cxt;
-static MemoryContext deliveries_cxt;
-static WhEngine *engine;
-static HTAB *slots;
-static int	in_flight = 0;
+/*
+ * Everything the worker knows between two turns of its loop.
+ */
+typedef struct WorkerState
+{
+	MemoryContext worker_cxt;	/* lives as long as the worker */
+	MemoryContext loop_cxt;		/* reset after every step */
+	MemoryContext deliveries_cxt;	/* parent of the deliveries in flight */
+	WhEngine   *engine;
+	HTAB	   *slots;			/* WebhookSlot by webhook id */
+	int			in_flight;
 
-static Delivery **finished;
-static int	nfinished = 0;
-static int	nkept = 0;			/* of those, kept from a flush (rows locked) */
-static TimestampTz first_finished_at = 0;
-static TimestampTz kept_retry_at = 0;
+	/* finished requests whose results are not yet recorded */
+	Delivery  **finished;
+	int			nfinished;
+	int			nkept;			/* of those, kept from a flush (rows locked) */
+	TimestampTz first_finished_at;
+	TimestampTz kept_retry_at;
 
-/* claimed and committed, but not handed to the engine when an error came */
-static Delivery **unstarted;
-static int	nunstarted = 0;
-static int64 *to_release;		/* their ids, released by the next step */
-static int64 *to_release_tokens;
-static int	nto_release = 0;
+	/* claimed and committed, not yet handed to the engine */
+	Delivery  **unstarted;
+	int			nunstarted;
+	int			unstarted_from; /* the next one start_claimed() hands over */
+	/* leases of claimed deliveries never sent (an error came): released next */
+	int64	   *to_release;
+	int64	   *to_release_tokens;
+	int			nto_release;
 
-static bool extension_present = false;
-static Oid	extension_oid = InvalidOid;	/* of the install being served */
-static char installed_version[NAMEDATALEN + 64] = "";	/* when not the library's */
-static bool maybe_work = true;
-static TimestampTz next_due = 0;
-static TimestampTz next_maintenance = 0;
-static TimestampTz next_poll = 0;
-static TimestampTz db_backoff_until = 0;	/* after an error, until then no SQL */
-static bool leases_released = false;
-static bool batches_pending = true;	/* event batches may wait to be split */
-static TimestampTz next_split = 0;	/* while requests are in flight */
-static uint64 lease_token_base;
-static uint64 claims_made = 0;
-static bool announced = false;	/* a commit woke us: maybe a newly due webhook */
-static bool refill_due = false;	/* a webhook has a quantum of its share free */
-static uint32 claim_rotor = 0;	/* round-robin start among the claim's webhooks */
+	/* the install served */
+	bool		extension_present;
+	Oid			extension_oid;
+	char		installed_version[NAMEDATALEN + 64];	/* when not the library's */
+	bool		leases_released;	/* by this worker, at its first claim */
 
-static SPIPlanPtr plan_candidates;
-static SPIPlanPtr plan_claim;
-static SPIPlanPtr plan_hold;
-static SPIPlanPtr plan_next_due;
-static SPIPlanPtr plan_record;
-static SPIPlanPtr plan_record_delivered;
-static SPIPlanPtr plan_lock_rows;
-static SPIPlanPtr plan_still_leased;
-static SPIPlanPtr plan_deactivate;
-static SPIPlanPtr plan_release;
-static Oid	result_typid = InvalidOid;	/* webhooks._delivery_result */
-static TupleDesc result_desc = NULL;
+	/* what to do next, and when */
+	bool		maybe_work;		/* a claim may find due rows */
+	bool		announced;		/* a commit woke us: maybe a newly due webhook */
+	bool		refill_due;		/* a webhook has a quantum of its share free */
+	bool		batches_pending;	/* event batches may wait to be split */
+	TimestampTz next_due;
+	TimestampTz next_maintenance;
+	TimestampTz next_poll;
+	TimestampTz next_split;		/* while requests are in flight */
+	TimestampTz db_backoff_until;	/* after an error, until then no SQL */
 
+	/* claims */
+	uint64		lease_token_base;	/* random per worker start */
+	uint64		claims_made;
+	uint32		claim_rotor;	/* round-robin start among the claim's webhooks */
+
+	char		activity[128];	/* the activity string last reported */
+} WorkerState;
+
+static WorkerState wk = {.maybe_work = true, .batches_pending = true};
+
+/* the worker's saved statements (prepare_plans), and its result row type */
+typedef struct WorkerPlans
+{
+	SPIPlanPtr	candidates;
+	SPIPlanPtr	claim;
+	SPIPlanPtr	hold;
+	SPIPlanPtr	next_due;
+	SPIPlanPtr	record;
+	SPIPlanPtr	record_delivered;
+	SPIPlanPtr	lock_rows;
+	SPIPlanPtr	still_leased;
+	SPIPlanPtr	deactivate;
+	SPIPlanPtr	release;
+	Oid			result_typid;	/* webhooks._delivery_result */
+	TupleDesc	result_desc;
+} WorkerPlans;
+
+static WorkerPlans plans;
+
+/* the worker, registered by _PG_init when the library is preloaded */
 void
 wh_register_worker(void)
 {
@@ -217,6 +245,7 @@ wh_register_worker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
+/* on exit: commits stop waking this process (webhooks.c reads worker_pid) */
 static void
 worker_shmem_exit(int code, Datum arg)
 {
@@ -335,14 +364,12 @@ pin_session(void)
  * ---------------------------------------------------------------------
  */
 
-/* the activity string last reported while idle or delivering */
-static char idle_activity[128];
-
+/* start a step's transaction, with SPI and a snapshot; "activity" for pg_stat_activity */
 static void
 begin_xact(const char *activity)
 {
 	pgstat_report_activity(STATE_RUNNING, activity);
-	idle_activity[0] = '\0';
+	wk.activity[0] = '\0';
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -350,6 +377,7 @@ begin_xact(const char *activity)
 	PushActiveSnapshot(GetTransactionSnapshot());
 }
 
+/* end a step's transaction */
 static void
 commit_xact(void)
 {
@@ -359,6 +387,7 @@ commit_xact(void)
 	pgstat_report_stat(false);
 }
 
+/* prepare a statement and keep its plan for the worker's lifetime */
 static SPIPlanPtr
 keep_plan(const char *sql, int nargs, Oid *argtypes)
 {
@@ -388,22 +417,22 @@ prepare_plans(void)
 	Oid			t_delivered[5] = {INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID, INT8ARRAYOID};
 	Oid			t_deactivate[2] = {INT8ARRAYOID, TEXTOID};
 
-	if (plan_candidates != NULL)
+	if (plans.candidates != NULL)
 		return;
 
-	result_typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+	plans.result_typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
 								   CStringGetDatum("_delivery_result"),
 								   ObjectIdGetDatum(get_namespace_oid("webhooks", false)));
-	if (!OidIsValid(result_typid))
+	if (!OidIsValid(plans.result_typid))
 		elog(ERROR, "type webhooks._delivery_result does not exist");
-	t_record[0] = get_array_type(result_typid);
-	result_desc = lookup_rowtype_tupdesc_copy(result_typid, -1);
+	t_record[0] = get_array_type(plans.result_typid);
+	plans.result_desc = lookup_rowtype_tupdesc_copy(plans.result_typid, -1);
 	{
-		MemoryContext old = MemoryContextSwitchTo(worker_cxt);
-		TupleDesc	copy = CreateTupleDescCopy(result_desc);
+		MemoryContext old = MemoryContextSwitchTo(wk.worker_cxt);
+		TupleDesc	copy = CreateTupleDescCopy(plans.result_desc);
 
 		MemoryContextSwitchTo(old);
-		result_desc = copy;
+		plans.result_desc = copy;
 	}
 
 	/*
@@ -411,7 +440,7 @@ prepare_plans(void)
 	 * each webhook's rows come from its own range of deliveries_due, so a
 	 * saturated webhook's backlog is never scanned to find another's rows.
 	 */
-	plan_candidates = keep_plan(
+	plans.candidates = keep_plan(
 								"SELECT c.id, w.id, w.is_active "
 								"  FROM webhooks.webhooks w "
 								" CROSS JOIN LATERAL ("
@@ -423,7 +452,7 @@ prepare_plans(void)
 								"          FOR UPDATE SKIP LOCKED) c "
 								" WHERE w.id <> ALL ($2)",
 								2, t_cand);
-	plan_claim = keep_plan(
+	plans.claim = keep_plan(
 						   "UPDATE webhooks.deliveries d "
 						   "   SET next_attempt_at = $2, lease_until = $2, lease_token = $3, "
 						   "       attempts = LEAST(d.attempts, 2147483646) + 1, "
@@ -439,9 +468,9 @@ prepare_plans(void)
 	 * due rows of an inactive webhook (a race with its deactivation) are
 	 * held, judged under a lock on the webhook row (a racing activation)
 	 */
-	plan_hold = keep_plan("SELECT webhooks._hold_inactive($1)", 1, t_hold);
+	plans.hold = keep_plan("SELECT webhooks._hold_inactive($1)", 1, t_hold);
 	/* webhooks with every slot taken are skipped: their completions wake us */
-	plan_next_due = keep_plan(
+	plans.next_due = keep_plan(
 							  "SELECT pg_catalog.min(x.t) FROM webhooks.webhooks w "
 							  " CROSS JOIN LATERAL ("
 							  "       SELECT d.next_attempt_at AS t FROM webhooks.deliveries d "
@@ -449,7 +478,7 @@ prepare_plans(void)
 							  "        ORDER BY d.next_attempt_at LIMIT 1) x "
 							  " WHERE w.id <> ALL ($1)",
 							  1, t_cand + 1);
-	plan_record = keep_plan("SELECT webhooks._record_results($1)", 1, t_record);
+	plans.record = keep_plan("SELECT webhooks._record_results($1)", 1, t_record);
 
 	/*
 	 * Successes, most results: the webhook's state does not matter and
@@ -459,11 +488,11 @@ prepare_plans(void)
 	 * id list: a generic plan can neither scan the table, however small it
 	 * was when the plan was made, nor rescan the locked rows per row.
 	 */
-	plan_lock_rows = keep_plan(
+	plans.lock_rows = keep_plan(
 							   "SELECT x.id FROM webhooks.deliveries x "
 							   " WHERE x.id = ANY ($1) FOR UPDATE SKIP LOCKED",
 							   1, t_delivered);
-	plan_record_delivered = keep_plan(
+	plans.record_delivered = keep_plan(
 									  "UPDATE webhooks.deliveries d "
 									  "   SET state = 'delivered', lease_until = NULL, lease_token = NULL, "
 									  "       finished_at = $4, last_status = r.status, last_error = NULL "
@@ -473,14 +502,14 @@ prepare_plans(void)
 									  "RETURNING d.id",
 									  5, t_delivered);
 	/* of results not written, those whose lease is still ours (rows locked) */
-	plan_still_leased = keep_plan(
+	plans.still_leased = keep_plan(
 								  "SELECT d.id FROM webhooks.deliveries d, "
 								  "       ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token) "
 								  " WHERE d.id = r.id AND d.lease_token = r.token",
 								  2, t_leased);
-	plan_deactivate = keep_plan("SELECT webhooks._deactivate_gone($1, $2)", 2, t_deactivate);
+	plans.deactivate = keep_plan("SELECT webhooks._deactivate_gone($1, $2)", 2, t_deactivate);
 	/* leases of deliveries claimed but never sent: due again, attempt undone */
-	plan_release = keep_plan(
+	plans.release = keep_plan(
 							 "UPDATE webhooks.deliveries d "
 							 "   SET lease_until = NULL, lease_token = NULL, next_attempt_at = pg_catalog.now(), "
 							 "       attempts = GREATEST(d.attempts - 1, 0) "
@@ -493,20 +522,21 @@ prepare_plans(void)
 static void
 forget_plans(void)
 {
-	SPIPlanPtr *plans[] = {&plan_candidates, &plan_claim, &plan_hold, &plan_next_due,
-	&plan_record, &plan_record_delivered, &plan_lock_rows, &plan_still_leased, &plan_deactivate, &plan_release};
+	SPIPlanPtr *all[] = {&plans.candidates, &plans.claim, &plans.hold, &plans.next_due,
+		&plans.record, &plans.record_delivered, &plans.lock_rows, &plans.still_leased,
+		&plans.deactivate, &plans.release};
 	int			i;
 
-	for (i = 0; i < lengthof(plans); i++)
+	for (i = 0; i < lengthof(all); i++)
 	{
-		if (*plans[i] != NULL)
-			SPI_freeplan(*plans[i]);
-		*plans[i] = NULL;
+		if (*all[i] != NULL)
+			SPI_freeplan(*all[i]);
+		*all[i] = NULL;
 	}
-	if (result_desc != NULL)
-		FreeTupleDesc(result_desc);
-	result_desc = NULL;
-	result_typid = InvalidOid;
+	if (plans.result_desc != NULL)
+		FreeTupleDesc(plans.result_desc);
+	plans.result_desc = NULL;
+	plans.result_typid = InvalidOid;
 }
 
 /*
@@ -523,15 +553,15 @@ check_extension(void)
 	bool		present = OidIsValid(oid);
 	char		problem[NAMEDATALEN + 64] = "";
 
-	if (present && extension_present && oid != extension_oid)
+	if (present && wk.extension_present && oid != wk.extension_oid)
 	{
 		elog(LOG, "webhooks worker: extension webhooks was dropped and created again");
 		forget_plans();
-		leases_released = false;
-		extension_present = false;
-		next_maintenance = 0;	/* look again soon, not at the next maintenance */
+		wk.leases_released = false;
+		wk.extension_present = false;
+		wk.next_maintenance = 0;	/* look again soon, not at the next maintenance */
 	}
-	if (present && !extension_present)
+	if (present && !wk.extension_present)
 	{
 		bool		isnull;
 		Datum		v;
@@ -546,24 +576,24 @@ check_extension(void)
 			present = false;
 		}
 	}
-	if (problem[0] != '\0' && strcmp(problem, installed_version) != 0)
+	if (problem[0] != '\0' && strcmp(problem, wk.installed_version) != 0)
 		ereport(LOG,
 				(errmsg("webhooks worker: extension webhooks is at version %s, this library needs %s",
 						problem, WEBHOOKS_VERSION),
 				 errhint("Run ALTER EXTENSION webhooks UPDATE in database \"%s\".", wh_database_name)));
-	strlcpy(installed_version, problem, sizeof(installed_version));
+	strlcpy(wk.installed_version, problem, sizeof(wk.installed_version));
 
-	if (!present && extension_present)
+	if (!present && wk.extension_present)
 	{
 		elog(LOG, "webhooks worker: extension dropped; waiting for CREATE EXTENSION webhooks");
 		forget_plans();
-		leases_released = false;
-		next_maintenance = 0;
+		wk.leases_released = false;
+		wk.next_maintenance = 0;
 	}
-	else if (present && !extension_present)
+	else if (present && !wk.extension_present)
 		elog(LOG, "webhooks worker: serving database \"%s\"", wh_database_name);
-	extension_present = present;
-	extension_oid = present ? oid : InvalidOid;
+	wk.extension_present = present;
+	wk.extension_oid = present ? oid : InvalidOid;
 	return present;
 }
 
@@ -572,6 +602,7 @@ check_extension(void)
  * ---------------------------------------------------------------------
  */
 
+/* a one-dimensional array of n elements, for a statement's parameter */
 static Datum
 make_array(Datum *elems, bool *nulls, int n, Oid elmtype)
 {
@@ -594,11 +625,12 @@ make_array(Datum *elems, bool *nulls, int n, Oid elmtype)
  * ---------------------------------------------------------------------
  */
 
+/* the worker's record of a webhook, made on first use */
 static WebhookSlot *
 slot_for(int64 webhook_id)
 {
 	bool		found;
-	WebhookSlot *s = hash_search(slots, &webhook_id, HASH_ENTER, &found);
+	WebhookSlot *s = hash_search(wk.slots, &webhook_id, HASH_ENTER, &found);
 
 	if (!found)
 	{
@@ -620,7 +652,7 @@ forget_http1_fallbacks(void)
 	HASH_SEQ_STATUS seq;
 	WebhookSlot *s;
 
-	hash_seq_init(&seq, slots);
+	hash_seq_init(&seq, wk.slots);
 	while ((s = hash_seq_search(&seq)) != NULL)
 		s->http1_only = false;
 }
@@ -674,10 +706,10 @@ saturated_webhooks(void)
 {
 	HASH_SEQ_STATUS seq;
 	WebhookSlot *s;
-	Datum	   *ids = palloc(sizeof(Datum) * (hash_get_num_entries(slots) + 1));
+	Datum	   *ids = palloc(sizeof(Datum) * (hash_get_num_entries(wk.slots) + 1));
 	int			n = 0;
 
-	hash_seq_init(&seq, slots);
+	hash_seq_init(&seq, wk.slots);
 	while ((s = hash_seq_search(&seq)) != NULL)
 	{
 		s->left_out = true;
@@ -702,6 +734,7 @@ saturated_webhooks(void)
 	return make_array(ids, NULL, n, INT8OID);
 }
 
+/* qsort comparator of ints */
 static int
 cmp_int(const void *a, const void *b)
 {
@@ -740,6 +773,10 @@ fair_level(int *demand, int n, int capacity)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * A leased row's send-time checks (rows written by hand get the same rules
+ * as the API): NULL, or why it is rejected without a request.
+ */
 static const char *
 precheck(Delivery *d, const char *secret, const char *previous_secret,
 		 const char *auth_token, Jsonb *headers)
@@ -759,7 +796,7 @@ precheck(Delivery *d, const char *secret, const char *previous_secret,
 		slot->valid_url = NULL;
 		if (wh_url_check(d->req.url, wh_allow_private_targets, NULL, reason, sizeof(reason)) != WH_URL_OK)
 			return psprintf("rejected before sending: invalid target URL: %s", reason);
-		slot->valid_url = MemoryContextStrdup(worker_cxt, d->req.url);
+		slot->valid_url = MemoryContextStrdup(wk.worker_cxt, d->req.url);
 		slot->valid_url_private = wh_allow_private_targets;
 	}
 	if ((problem = (char *) wh_msg_id_problem(d->msg_id)) != NULL)
@@ -786,6 +823,7 @@ precheck(Delivery *d, const char *secret, const char *previous_secret,
  * ---------------------------------------------------------------------
  */
 
+/* a text column of an SPI row as a C string, or NULL */
 static char *
 spi_text(HeapTuple tup, TupleDesc desc, int col)
 {
@@ -799,11 +837,12 @@ spi_text(HeapTuple tup, TupleDesc desc, int col)
 static void
 add_finished(Delivery *d)
 {
-	finished[nfinished++] = d;
-	if (nfinished == 1)
-		first_finished_at = GetCurrentTimestamp();
+	wk.finished[wk.nfinished++] = d;
+	if (wk.nfinished == 1)
+		wk.first_finished_at = GetCurrentTimestamp();
 }
 
+/* hand a delivery to the engine (or, rejected by precheck, straight to the results) */
 static void
 start_delivery(Delivery *d)
 {
@@ -820,9 +859,9 @@ start_delivery(Delivery *d)
 	}
 	s = slot_for(d->req.webhook_id);
 	s->in_flight++;
-	in_flight++;
+	wk.in_flight++;
 	d->req.http1_only = s->http1_only;
-	wh_engine_add(engine, &d->req);
+	wh_engine_add(wk.engine, &d->req);
 }
 
 /*
@@ -830,19 +869,17 @@ start_delivery(Delivery *d)
  * live in the loop's memory and are listed as unstarted: an error on the
  * way frees them with the loop's memory and releases their leases.
  */
-static int	unstarted_from = 0;
-
 static void
 start_claimed(void)
 {
-	while (unstarted_from < nunstarted)
+	while (wk.unstarted_from < wk.nunstarted)
 	{
-		Delivery   *d = unstarted[unstarted_from++];
+		Delivery   *d = wk.unstarted[wk.unstarted_from++];
 
-		MemoryContextSetParent(d->cxt, deliveries_cxt);
+		MemoryContextSetParent(d->cxt, wk.deliveries_cxt);
 		start_delivery(d);
 	}
-	nunstarted = unstarted_from = 0;
+	wk.nunstarted = wk.unstarted_from = 0;
 }
 
 /* after an error: the leases of claimed deliveries that were never sent */
@@ -851,39 +888,40 @@ forget_unstarted(void)
 {
 	int			i;
 
-	for (i = unstarted_from; i < nunstarted; i++)
+	for (i = wk.unstarted_from; i < wk.nunstarted; i++)
 	{
-		to_release[nto_release] = unstarted[i]->req.delivery_id;
-		to_release_tokens[nto_release++] = unstarted[i]->lease_token;
+		wk.to_release[wk.nto_release] = wk.unstarted[i]->req.delivery_id;
+		wk.to_release_tokens[wk.nto_release++] = wk.unstarted[i]->lease_token;
 	}
-	nunstarted = unstarted_from = 0;
+	wk.nunstarted = wk.unstarted_from = 0;
 }
 
+/* release the leases of claimed deliveries that were never sent */
 static void
 step_release(void)
 {
 	Datum		args[2];
-	Datum	   *ids = palloc(sizeof(Datum) * nto_release);
-	Datum	   *tokens = palloc(sizeof(Datum) * nto_release);
+	Datum	   *ids = palloc(sizeof(Datum) * wk.nto_release);
+	Datum	   *tokens = palloc(sizeof(Datum) * wk.nto_release);
 	int			i;
 
-	for (i = 0; i < nto_release; i++)
+	for (i = 0; i < wk.nto_release; i++)
 	{
-		ids[i] = Int64GetDatum(to_release[i]);
-		tokens[i] = Int64GetDatum(to_release_tokens[i]);
+		ids[i] = Int64GetDatum(wk.to_release[i]);
+		tokens[i] = Int64GetDatum(wk.to_release_tokens[i]);
 	}
 	begin_xact("releasing unsent deliveries");
 	if (check_extension())
 	{
 		prepare_plans();
-		args[0] = make_array(ids, NULL, nto_release, INT8OID);
-		args[1] = make_array(tokens, NULL, nto_release, INT8OID);
-		if (SPI_execute_plan(plan_release, args, NULL, false, 0) != SPI_OK_UPDATE)
+		args[0] = make_array(ids, NULL, wk.nto_release, INT8OID);
+		args[1] = make_array(tokens, NULL, wk.nto_release, INT8OID);
+		if (SPI_execute_plan(plans.release, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not release unsent deliveries");
 	}
 	commit_xact();
-	nto_release = 0;
-	maybe_work = true;
+	wk.nto_release = 0;
+	wk.maybe_work = true;
 }
 
 /* the due rows of one webhook in a claim */
@@ -915,11 +953,11 @@ pick_fairly(ClaimGroup *groups, int ngroups, Datum *rows, int room, int limit, D
 {
 	int			cap = wh_max_concurrency_per_webhook;
 	int			capacity = wh_max_concurrency - reserved_slots();
-	int		   *demand = palloc(sizeof(int) * (hash_get_num_entries(slots) + ngroups + 1));
+	int		   *demand = palloc(sizeof(int) * (hash_get_num_entries(wk.slots) + ngroups + 1));
 	int			ndemand = 0;
 	int			share;
 	int			free_all = room;
-	int			free_shared = capacity - in_flight;
+	int			free_shared = capacity - wk.in_flight;
 	int			npick = 0;
 	int			start;
 	int			g;
@@ -930,7 +968,7 @@ pick_fairly(ClaimGroup *groups, int ngroups, Datum *rows, int room, int limit, D
 	/* what each busy webhook wants: its due rows, or more when some were left */
 	for (g = 0; g < ngroups; g++)
 		demand[ndemand++] = Min(cap, groups[g].n >= limit ? cap : groups[g].slot->in_flight + groups[g].n);
-	hash_seq_init(&seq, slots);
+	hash_seq_init(&seq, wk.slots);
 	while ((s = hash_seq_search(&seq)) != NULL)
 	{
 		bool		in_claim = false;
@@ -948,7 +986,7 @@ pick_fairly(ClaimGroup *groups, int ngroups, Datum *rows, int room, int limit, D
 	}
 	share = Min(cap, Max(1, fair_level(demand, ndemand, capacity)));
 
-	hash_seq_init(&seq, slots);
+	hash_seq_init(&seq, wk.slots);
 	while ((s = hash_seq_search(&seq)) != NULL)
 		s->share = share;
 	for (g = 0; g < ngroups; g++)
@@ -959,7 +997,7 @@ pick_fairly(ClaimGroup *groups, int ngroups, Datum *rows, int room, int limit, D
 	}
 
 	/* round robin */
-	start = ngroups > 0 ? (int) (claim_rotor++ % (uint32) ngroups) : 0;
+	start = ngroups > 0 ? (int) (wk.claim_rotor++ % (uint32) ngroups) : 0;
 	do
 	{
 		progress = false;
@@ -985,74 +1023,60 @@ pick_fairly(ClaimGroup *groups, int ngroups, Datum *rows, int room, int limit, D
 	return npick;
 }
 
-/*
- * Claim up to "room" due deliveries and start them.  Returns how many were
- * claimed (equal to room when more may be waiting).
- */
-static int
-claim(int room)
+/* the due rows a claim found: the active webhooks' by webhook, the others' */
+typedef struct Candidates
 {
-	Datum		args[3];
-	int			ncand;
-	Datum	   *pick;
-	Datum	   *held;
-	int			npick = 0,
-				nheld = 0;
-	int			i;
-	int64		lease_token = (int64) (lease_token_base + ++claims_made);
-	Datum	   *ids;
-	Datum	   *rows;
-	int		   *group_of;
 	ClaimGroup *groups;
-	int			ngroups = 0,
-				nactive = 0;
-	Datum		saturated;
+	int			ngroups;
+	Datum	   *rows;			/* delivery ids, each group's together, oldest first */
+	Datum	   *held;			/* rows of inactive webhooks: to be held */
+	int			nheld;
+} Candidates;
 
-	begin_xact("claiming deliveries");
-	if (!check_extension())
-	{
-		commit_xact();
-		return 0;
-	}
-	if (!leases_released)
-	{
-		/* the only worker just started: nothing is really in flight */
-		SPI_execute("UPDATE webhooks.deliveries SET next_attempt_at = pg_catalog.now(), lease_until = NULL, "
-					"       lease_token = NULL "
-					" WHERE state = 'pending' AND lease_until IS NOT NULL", false, 0);
-		if (SPI_processed > 0)
-			elog(LOG, "webhooks worker: released %llu deliveries leased by a previous worker",
-				 (unsigned long long) SPI_processed);
-		leases_released = true;
-	}
-	prepare_plans();
+/* the only worker just started: nothing is really in flight */
+static void
+release_previous_leases(void)
+{
+	if (wk.leases_released)
+		return;
+	SPI_execute("UPDATE webhooks.deliveries SET next_attempt_at = pg_catalog.now(), lease_until = NULL, "
+				"       lease_token = NULL "
+				" WHERE state = 'pending' AND lease_until IS NOT NULL", false, 0);
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("webhooks worker: released %llu deliveries leased by a previous worker",
+						(unsigned long long) SPI_processed)));
+	wk.leases_released = true;
+}
 
-	saturated = saturated_webhooks();
-	args[0] = Int32GetDatum(room);
-	args[1] = saturated;
-	if (SPI_execute_plan(plan_candidates, args, NULL, false, 0) != SPI_OK_SELECT)
+/*
+ * Lock up to "room" due rows of each webhook not in "saturated" and group
+ * them by webhook.  False when the install changed meanwhile: the query may
+ * have waited for a DROP/CREATE EXTENSION to commit and then run against
+ * the new install's tables; the next check sees the change.
+ */
+static bool
+read_candidates(int room, Datum saturated, Candidates *c)
+{
+	Datum		args[2] = {Int32GetDatum(room), saturated};
+	int			ncand,
+				nactive = 0,
+				i;
+	Datum	   *ids;
+	int		   *group_of;
+
+	if (SPI_execute_plan(plans.candidates, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not select due deliveries");
+	if (get_extension_oid("webhooks", true) != wk.extension_oid)
+		return false;
 	ncand = (int) SPI_processed;
-
-	/*
-	 * The query may have waited for a DROP/CREATE EXTENSION to commit and
-	 * then run against the new install's tables: if the extension is not
-	 * the one checked above, claim nothing; the next check sees the change.
-	 */
-	if (get_extension_oid("webhooks", true) != extension_oid)
-	{
-		commit_xact();
-		return 0;
-	}
-
-	pick = palloc(sizeof(Datum) * (ncand + 1));
-	held = palloc(sizeof(Datum) * (ncand + 1));
 	ids = palloc(sizeof(Datum) * (ncand + 1));
 	group_of = palloc(sizeof(int) * (ncand + 1));
-	rows = palloc(sizeof(Datum) * (ncand + 1));
-	groups = palloc0(sizeof(ClaimGroup) * (ncand + 1));
+	c->rows = palloc(sizeof(Datum) * (ncand + 1));
+	c->held = palloc(sizeof(Datum) * (ncand + 1));
+	c->groups = palloc0(sizeof(ClaimGroup) * (ncand + 1));
+	c->ngroups = c->nheld = 0;
 
-	/* due rows by webhook (each webhook's rows come together, oldest first) */
 	for (i = 0; i < ncand; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -1060,116 +1084,165 @@ claim(int room)
 		bool		isnull;
 		Datum		id = SPI_getbinval(tup, desc, 1, &isnull);
 		int64		webhook_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		Datum		active = SPI_getbinval(tup, desc, 3, &isnull);
 		int			g;
 
-		if (!DatumGetBool(active))
+		if (!DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)))
 		{
-			held[nheld++] = id;
+			c->held[c->nheld++] = id;
 			continue;
 		}
-		for (g = ngroups - 1; g >= 0; g--)
-			if (groups[g].slot->webhook_id == webhook_id)
+		for (g = c->ngroups - 1; g >= 0; g--)
+			if (c->groups[g].slot->webhook_id == webhook_id)
 				break;
 		if (g < 0)
 		{
-			g = ngroups++;
-			groups[g].slot = slot_for(webhook_id);
+			g = c->ngroups++;
+			c->groups[g].slot = slot_for(webhook_id);
 		}
-		groups[g].n++;
+		c->groups[g].n++;
 		group_of[nactive] = g;
 		ids[nactive++] = id;
 	}
-	for (i = 1; i < ngroups; i++)
-		groups[i].first = groups[i - 1].first + groups[i - 1].n;
+	for (i = 1; i < c->ngroups; i++)
+		c->groups[i].first = c->groups[i - 1].first + c->groups[i - 1].n;
 	for (i = 0; i < nactive; i++)
 	{
-		ClaimGroup *gr = &groups[group_of[i]];
+		ClaimGroup *gr = &c->groups[group_of[i]];
 
-		rows[gr->first + gr->taken++] = ids[i];
+		c->rows[gr->first + gr->taken++] = ids[i];
 	}
-	for (i = 0; i < ngroups; i++)
-		groups[i].taken = 0;
-	npick = pick_fairly(groups, ngroups, rows, room, room, pick);
+	for (i = 0; i < c->ngroups; i++)
+		c->groups[i].taken = 0;
+	return true;
+}
 
-	if (nheld > 0)
+/* due rows of inactive webhooks (a race with a deactivation) are held */
+static void
+hold_rows(Datum *ids, int n)
+{
+	Datum		arg;
+
+	if (n == 0)
+		return;
+	arg = make_array(ids, NULL, n, INT8OID);
+	if (SPI_execute_plan(plans.hold, &arg, NULL, false, 0) < 0)
+		elog(ERROR, "could not hold deliveries of inactive webhooks");
+}
+
+/* a leased row (plans.claim's RETURNING) as a delivery ready to send */
+static Delivery *
+delivery_from_row(HeapTuple tup, TupleDesc desc, int64 lease_token)
+{
+	/* in the loop's memory until the engine has it (start_claimed) */
+	MemoryContext dcxt = AllocSetContextCreate(wk.loop_cxt, "webhooks delivery", ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(dcxt);
+	Delivery   *d = palloc0(sizeof(Delivery));
+	bool		isnull;
+	char	   *secret;
+	char	   *previous_secret;
+	char	   *auth_token;
+	Jsonb	   *headers = NULL;
+	Datum		hd;
+
+	d->cxt = dcxt;
+	d->req.delivery_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	d->req.attempt = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+	d->req.body = spi_text(tup, desc, 3);
+	d->req.webhook_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+	d->webhook_name = spi_text(tup, desc, 5);
+	d->req.url = spi_text(tup, desc, 6);
+	secret = spi_text(tup, desc, 7);
+	previous_secret = spi_text(tup, desc, 8);
+	auth_token = spi_text(tup, desc, 9);
+	hd = SPI_getbinval(tup, desc, 10, &isnull);
+	if (!isnull)
+		headers = DatumGetJsonbPCopy(hd);
+	d->msg_id = spi_text(tup, desc, 11);
+	d->lease_token = lease_token;
+	d->req.arg = d;
+	d->precheck_error = precheck(d, secret, previous_secret, auth_token, headers);
+	if (d->precheck_error == NULL)
+		d->req.headers = wh_build_headers(d->msg_id, d->req.body, secret, previous_secret,
+										  auth_token, headers);
+	MemoryContextSwitchTo(old);
+	return d;
+}
+
+/*
+ * Lease the picked rows under a new token and list them as unstarted.  The
+ * lease outlives any request: the total timeout, twice, plus a margin.
+ */
+static void
+lease_rows(Datum *ids, int n)
+{
+	int64		lease_token = (int64) (wk.lease_token_base + ++wk.claims_made);
+	Datum		args[3];
+	uint64		i;
+
+	args[0] = make_array(ids, NULL, n, INT8OID);
+	args[1] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															  2 * (int64) wh_request_timeout_ms + 60000));
+	args[2] = Int64GetDatum(lease_token);
+	if (SPI_execute_plan(plans.claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not claim deliveries");
+	for (i = 0; i < SPI_processed; i++)
+		wk.unstarted[wk.nunstarted++] = delivery_from_row(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+														  lease_token);
+}
+
+/*
+ * When the queue ran dry: sleep until its next due row.  Due rows that the
+ * claim could not take are locked by another session (SKIP LOCKED): do not
+ * spin on them, the poll comes back.
+ */
+static void
+find_next_due(Datum saturated)
+{
+	bool		isnull;
+	Datum		due;
+
+	if (SPI_execute_plan(plans.next_due, &saturated, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the next due time");
+	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	wk.next_due = isnull ? 0 : DatumGetTimestampTz(due);
+	if (wk.next_due != 0 && wk.next_due <= GetCurrentTimestamp())
+		wk.next_due = 0;
+}
+
+/*
+ * Claim up to "room" due deliveries, fairly among the webhooks, and start
+ * them once the leases are committed.  Returns how many were claimed
+ * (equal to room when more may be waiting).
+ */
+static int
+claim(int room)
+{
+	Candidates	c;
+	Datum		saturated;
+	Datum	   *pick;
+	int			npick;
+
+	begin_xact("claiming deliveries");
+	if (!check_extension())
 	{
-		args[0] = make_array(held, NULL, nheld, INT8OID);
-		if (SPI_execute_plan(plan_hold, args, NULL, false, 0) < 0)
-			elog(ERROR, "could not hold deliveries of inactive webhooks");
+		commit_xact();
+		return 0;
 	}
-
+	release_previous_leases();
+	prepare_plans();
+	saturated = saturated_webhooks();
+	if (!read_candidates(room, saturated, &c))
+	{
+		commit_xact();
+		return 0;
+	}
+	pick = palloc(sizeof(Datum) * (room + 1));
+	npick = pick_fairly(c.groups, c.ngroups, c.rows, room, room, pick);
+	hold_rows(c.held, c.nheld);
 	if (npick > 0)
-	{
-		MemoryContext old;
-
-		/* the lease outlives any request: total timeout, twice, plus a margin */
-		args[0] = make_array(pick, NULL, npick, INT8OID);
-		args[1] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-																  2 * (int64) wh_request_timeout_ms + 60000));
-		args[2] = Int64GetDatum(lease_token);
-		if (SPI_execute_plan(plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not claim deliveries");
-
-		for (i = 0; i < (int) SPI_processed; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			/* in the loop's memory until the engine has it (start_claimed) */
-			MemoryContext dcxt = AllocSetContextCreate(loop_cxt, "webhooks delivery",
-													   ALLOCSET_SMALL_SIZES);
-			Delivery   *d = MemoryContextAllocZero(dcxt, sizeof(Delivery));
-			char	   *secret;
-			char	   *previous_secret;
-			char	   *auth_token;
-			Jsonb	   *headers = NULL;
-			Datum		hd;
-
-			old = MemoryContextSwitchTo(dcxt);
-			d->cxt = dcxt;
-			d->req.delivery_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			d->req.attempt = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-			d->req.body = spi_text(tup, desc, 3);
-			d->req.webhook_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-			d->webhook_name = spi_text(tup, desc, 5);
-			d->req.url = spi_text(tup, desc, 6);
-			secret = spi_text(tup, desc, 7);
-			previous_secret = spi_text(tup, desc, 8);
-			auth_token = spi_text(tup, desc, 9);
-			hd = SPI_getbinval(tup, desc, 10, &isnull);
-			if (!isnull)
-				headers = DatumGetJsonbPCopy(hd);
-			d->msg_id = spi_text(tup, desc, 11);
-			d->lease_token = lease_token;
-			d->req.arg = d;
-			d->precheck_error = precheck(d, secret, previous_secret, auth_token, headers);
-			if (d->precheck_error == NULL)
-				d->req.headers = wh_build_headers(d->msg_id, d->req.body, secret, previous_secret,
-												  auth_token, headers);
-			MemoryContextSwitchTo(old);
-			unstarted[nunstarted++] = d;
-		}
-	}
-
-	/* when the queue ran dry, sleep until its next due row */
+		lease_rows(pick, npick);
 	if (npick < room)
-	{
-		bool		isnull;
-		Datum		due;
-
-		if (SPI_execute_plan(plan_next_due, &saturated, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not read the next due time");
-		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		next_due = isnull ? 0 : DatumGetTimestampTz(due);
-
-		/*
-		 * Due rows that this claim could not take are locked by another
-		 * session (SKIP LOCKED): do not spin on them, the poll comes back.
-		 */
-		if (next_due != 0 && next_due <= GetCurrentTimestamp())
-			next_due = 0;
-	}
+		find_next_due(saturated);
 	commit_xact();
 
 	/* only now, with the leases committed, does anything touch the network */
@@ -1182,6 +1255,7 @@ claim(int room)
  * ---------------------------------------------------------------------
  */
 
+/* when to try a failed delivery again: Retry-After, or the schedule with jitter */
 static int64
 retry_delay_ms(Delivery *d)
 {
@@ -1202,6 +1276,7 @@ retry_delay_ms(Delivery *d)
 	return Max(delay, 0);
 }
 
+/* a delivery's memory, request included */
 static void
 free_delivery(Delivery *d)
 {
@@ -1232,6 +1307,7 @@ typedef struct ResultBatch
 	int			ngone;
 } ResultBatch;
 
+/* an empty batch for up to "capacity" results */
 static void
 result_batch_init(ResultBatch *b, int capacity)
 {
@@ -1259,7 +1335,7 @@ result_batch_add(ResultBatch *b, Delivery *d)
 	const char *state;
 	const char *outcome = NULL;
 	TimestampTz next_at = 0;
-	bool		finished = false;
+	bool		final = false;
 	int			i;
 
 	for (i = 0; i < R_NCOLS; i++)
@@ -1284,7 +1360,7 @@ result_batch_add(ResultBatch *b, Delivery *d)
 	{
 		state = "dead";
 		outcome = "dead";
-		finished = true;
+		final = true;
 	}
 	else
 	{
@@ -1303,7 +1379,7 @@ result_batch_add(ResultBatch *b, Delivery *d)
 		SET(R_STATUS, Int32GetDatum((int32) r->status));
 	if (next_at != 0)
 		SET(R_NEXT_AT, TimestampTzGetDatum(next_at));
-	if (finished)
+	if (final)
 		SET(R_FINISHED_AT, TimestampTzGetDatum(b->now));
 	if (outcome != NULL)
 	{
@@ -1325,7 +1401,7 @@ result_batch_add(ResultBatch *b, Delivery *d)
 	else
 		SET(R_WEBHOOK_ID, Int64GetDatum(r->webhook_id));
 #undef SET
-	b->rows[b->n++] = HeapTupleGetDatum(heap_form_tuple(result_desc, v, isnull));
+	b->rows[b->n++] = HeapTupleGetDatum(heap_form_tuple(plans.result_desc, v, isnull));
 }
 
 /* add the delivery ids the last statement returned to the set written */
@@ -1359,14 +1435,14 @@ still_leased(int n, HTAB *written)
 				m = 0;
 
 	for (i = 0; i < n; i++)
-		if (hash_search(written, &finished[i]->req.delivery_id, HASH_FIND, NULL) == NULL)
+		if (hash_search(written, &wk.finished[i]->req.delivery_id, HASH_FIND, NULL) == NULL)
 		{
-			ids[m] = Int64GetDatum(finished[i]->req.delivery_id);
-			tokens[m++] = Int64GetDatum(finished[i]->lease_token);
+			ids[m] = Int64GetDatum(wk.finished[i]->req.delivery_id);
+			tokens[m++] = Int64GetDatum(wk.finished[i]->lease_token);
 		}
 	args[0] = make_array(ids, NULL, m, INT8OID);
 	args[1] = make_array(tokens, NULL, m, INT8OID);
-	if (SPI_execute_plan(plan_still_leased, args, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(plans.still_leased, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the leases of unrecorded results");
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = ctl.entrysize = sizeof(int64);
@@ -1381,125 +1457,105 @@ still_leased(int n, HTAB *written)
 		hash_search(leased, &id, HASH_ENTER, NULL);
 	}
 	for (i = 0; i < n; i++)
-		mine[i] = hash_search(leased, &finished[i]->req.delivery_id, HASH_FIND, NULL) != NULL;
+		mine[i] = hash_search(leased, &wk.finished[i]->req.delivery_id, HASH_FIND, NULL) != NULL;
 	return mine;
 }
 
 /*
- * Write the finished requests' outcomes in one transaction: delivered, a
- * log row and a retry time, dead, or (410 Gone) the webhook deactivated.
- * A result is written only under the lease that produced it; results
- * whose rows or webhook another session holds locked are kept for a later
- * flush, and their webhook is claimed no more until then; results whose
- * lease is gone (taken over, or rows of a previous install) are dropped.
+ * Successes: their rows locked (skipping those another session holds),
+ * then written under their lease.  Adds the ids written to "written".
+ */
+static int
+write_successes(ResultBatch *b, HTAB *written)
+{
+	Datum		args[5];
+	Datum	   *locked = palloc(sizeof(Datum) * (b->nok + 1));
+	uint64		j;
+
+	if (b->nok == 0)
+		return 0;
+	args[0] = make_array(b->ok_ids, NULL, b->nok, INT8OID);
+	if (SPI_execute_plan(plans.lock_rows, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock delivered rows");
+	for (j = 0; j < SPI_processed; j++)
+	{
+		bool		isnull;
+
+		locked[j] = SPI_getbinval(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1, &isnull);
+	}
+	args[1] = make_array(b->ok_tokens, NULL, b->nok, INT8OID);
+	args[2] = make_array(b->ok_status, NULL, b->nok, INT4OID);
+	args[3] = TimestampTzGetDatum(b->now);
+	args[4] = make_array(locked, NULL, (int) SPI_processed, INT8OID);
+	if (SPI_execute_plan(plans.record_delivered, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not record delivered results");
+	return remember_written(written);
+}
+
+/* the other outcomes, with their log rows: webhooks._record_results() */
+static int
+write_others(ResultBatch *b, HTAB *written)
+{
+	Datum		arg;
+
+	if (b->n == 0)
+		return 0;
+	arg = PointerGetDatum(construct_array(b->rows, b->n, plans.result_typid, -1, false, TYPALIGN_DOUBLE));
+	if (SPI_execute_plan(plans.record, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not record delivery results");
+	return remember_written(written);
+}
+
+/* 410 Gone: the receiver asked us to stop */
+static void
+deactivate_gone(ResultBatch *b)
+{
+	Datum		args[2];
+	StringInfoData reason;
+
+	if (b->ngone == 0)
+		return;
+	initStringInfo(&reason);
+	appendStringInfoString(&reason, "the target answered 410 Gone at ");
+	wh_format_event_date(&reason, b->now);
+	args[0] = make_array(b->gone, NULL, b->ngone, INT8OID);
+	args[1] = CStringGetTextDatum(reason.data);
+	if (SPI_execute_plan(plans.deactivate, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not deactivate webhooks");
+}
+
+/*
+ * After the commit: forget the results written, and those whose lease is
+ * gone (taken over, or rows of a previous install: dropped, with a LOG
+ * line); keep those whose rows another session held ("keep": still ours)
+ * for a flush a second later, and claim no more for their webhooks until
+ * then.
  */
 static void
-flush_results(void)
+settle_results(HTAB *written, bool *keep)
 {
-	int			n = nfinished;
-	int			i;
-	ResultBatch batch;
-	HTAB	   *written;
-	HASHCTL		ctl;
-	bool	   *keep = NULL;
+	int			n = wk.nfinished;
 	int			nkept_now = 0,
-				ndropped = 0;
-	Datum		arg;
-	int			nwritten = 0;
+				ndropped = 0,
+				i;
+	HASH_SEQ_STATUS seq;
+	WebhookSlot *s;
 
-	if (n == 0)
-		return;
-
-	begin_xact("recording delivery results");
-	if (!check_extension())
-	{
-		/* dropped: the rows are gone with it */
-		commit_xact();
-		for (i = 0; i < n; i++)
-			free_delivery(finished[i]);
-		nfinished = nkept = 0;
-		return;
-	}
-	prepare_plans();
-
-	result_batch_init(&batch, n);
-	for (i = 0; i < n; i++)
-		result_batch_add(&batch, finished[i]);
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = ctl.entrysize = sizeof(int64);
-	ctl.hcxt = CurrentMemoryContext;
-	written = hash_create("webhooks written", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	if (batch.nok > 0)
-	{
-		Datum		args[5];
-		Datum	   *locked = palloc(sizeof(Datum) * batch.nok);
-		uint64		j;
-
-		args[0] = make_array(batch.ok_ids, NULL, batch.nok, INT8OID);
-		if (SPI_execute_plan(plan_lock_rows, args, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not lock delivered rows");
-		for (j = 0; j < SPI_processed; j++)
-		{
-			bool		isnull;
-
-			locked[j] = SPI_getbinval(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1, &isnull);
-		}
-		args[1] = make_array(batch.ok_tokens, NULL, batch.nok, INT8OID);
-		args[2] = make_array(batch.ok_status, NULL, batch.nok, INT4OID);
-		args[3] = TimestampTzGetDatum(batch.now);
-		args[4] = make_array(locked, NULL, (int) SPI_processed, INT8OID);
-		if (SPI_execute_plan(plan_record_delivered, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not record delivered results");
-		nwritten += remember_written(written);
-	}
-	if (batch.n > 0)
-	{
-		arg = PointerGetDatum(construct_array(batch.rows, batch.n, result_typid, -1, false, TYPALIGN_DOUBLE));
-		if (SPI_execute_plan(plan_record, &arg, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not record delivery results");
-		nwritten += remember_written(written);
-	}
-	if (nwritten < n)
-		keep = still_leased(n, written);
-
-	if (batch.ngone > 0)
-	{
-		Datum		args[2];
-		StringInfoData reason;
-
-		initStringInfo(&reason);
-		appendStringInfoString(&reason, "the target answered 410 Gone at ");
-		wh_format_event_date(&reason, batch.now);
-		args[0] = make_array(batch.gone, NULL, batch.ngone, INT8OID);
-		args[1] = CStringGetTextDatum(reason.data);
-		if (SPI_execute_plan(plan_deactivate, args, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not deactivate webhooks");
-	}
-	commit_xact();
-
-	/* forget what was written or dropped; keep what waits on a lock */
-	{
-		HASH_SEQ_STATUS seq;
-		WebhookSlot *s;
-
-		hash_seq_init(&seq, slots);
-		while ((s = hash_seq_search(&seq)) != NULL)
-			s->unrecorded = 0;
-	}
+	hash_seq_init(&seq, wk.slots);
+	while ((s = hash_seq_search(&seq)) != NULL)
+		s->unrecorded = 0;
 	for (i = 0; i < n; i++)
 	{
-		Delivery   *d = finished[i];
+		Delivery   *d = wk.finished[i];
+		bool		done = hash_search(written, &d->req.delivery_id, HASH_FIND, NULL) != NULL;
 
-		if (keep != NULL && keep[i] &&
-			hash_search(written, &d->req.delivery_id, HASH_FIND, NULL) == NULL)
+		if (!done && keep != NULL && keep[i])
 		{
 			slot_for(d->req.webhook_id)->unrecorded++;
-			finished[nkept_now++] = d;
+			wk.finished[nkept_now++] = d;
 			continue;
 		}
-		if (keep != NULL && !keep[i] &&
-			hash_search(written, &d->req.delivery_id, HASH_FIND, NULL) == NULL)
+		if (!done)
 			ndropped++;
 		free_delivery(d);
 	}
@@ -1507,14 +1563,61 @@ flush_results(void)
 		ereport(LOG,
 				(errmsg("webhooks worker: dropped %d delivery result(s) whose lease had ended or been taken over",
 						ndropped)));
-	nfinished = nkept = nkept_now;
-	if (nkept > 0)
-		kept_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LOCKED_RETRY_MS);
+	wk.nfinished = wk.nkept = nkept_now;
+	if (wk.nkept > 0)
+		wk.kept_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LOCKED_RETRY_MS);
+}
+
+/*
+ * Write the finished requests' outcomes in one transaction: delivered, a
+ * log row and a retry time, dead, or (410 Gone) the webhook deactivated.
+ * A result is written only under the lease that produced it (see
+ * settle_results for the others).
+ */
+static void
+flush_results(void)
+{
+	int			n = wk.nfinished;
+	int			i;
+	ResultBatch batch;
+	HTAB	   *written;
+	HASHCTL		ctl;
+	bool	   *keep = NULL;
+	int			nwritten;
+
+	if (n == 0)
+		return;
+	begin_xact("recording delivery results");
+	if (!check_extension())
+	{
+		/* dropped: the rows are gone with it */
+		commit_xact();
+		for (i = 0; i < n; i++)
+			free_delivery(wk.finished[i]);
+		wk.nfinished = wk.nkept = 0;
+		return;
+	}
+	prepare_plans();
+
+	result_batch_init(&batch, n);
+	for (i = 0; i < n; i++)
+		result_batch_add(&batch, wk.finished[i]);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = ctl.entrysize = sizeof(int64);
+	ctl.hcxt = CurrentMemoryContext;
+	written = hash_create("webhooks written", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	nwritten = write_successes(&batch, written) + write_others(&batch, written);
+	if (nwritten < n)
+		keep = still_leased(n, written);
+	deactivate_gone(&batch);
+	commit_xact();
+
+	settle_results(written, keep);
 	/* a retry may now be due before the last known next_due */
-	if (batch.earliest_retry != 0 && (next_due == 0 || batch.earliest_retry < next_due))
-		next_due = batch.earliest_retry;
+	if (batch.earliest_retry != 0 && (wk.next_due == 0 || batch.earliest_retry < wk.next_due))
+		wk.next_due = batch.earliest_retry;
 	if (batch.ngone > 0)
-		maybe_work = true;
+		wk.maybe_work = true;
 }
 
 /* ---------------------------------------------------------------------
@@ -1606,7 +1709,7 @@ collect_finished(void)
 {
 	WhRequest  *req;
 
-	while ((req = wh_engine_next_done(engine)) != NULL)
+	while ((req = wh_engine_next_done(wk.engine)) != NULL)
 	{
 		WebhookSlot *s = slot_for(req->webhook_id);
 
@@ -1624,17 +1727,18 @@ collect_finished(void)
 		}
 
 		s->in_flight--;
-		in_flight--;
+		wk.in_flight--;
 		if (s->more_due && wants_refill(s))
 		{
 			s->more_due = false;
-			maybe_work = true;
-			refill_due = true;
+			wk.maybe_work = true;
+			wk.refill_due = true;
 		}
 		add_finished((Delivery *) req->arg);
 	}
 }
 
+/* milliseconds from now until t, 0 if past */
 static long
 ms_until(TimestampTz t, TimestampTz now)
 {
@@ -1643,24 +1747,25 @@ ms_until(TimestampTz t, TimestampTz now)
 	return (long) Min((t - now) / 1000, (int64) INT_MAX);
 }
 
+/* the worker's state in pg_stat_activity, when it changed */
 static void
 report_activity(void)
 {
 	char		buf[128];
-	if (!extension_present && installed_version[0] != '\0')
+	if (!wk.extension_present && wk.installed_version[0] != '\0')
 		snprintf(buf, sizeof(buf), "waiting for ALTER EXTENSION webhooks UPDATE (installed %s, needs %s)",
-				 installed_version, WEBHOOKS_VERSION);
-	else if (!extension_present)
+				 wk.installed_version, WEBHOOKS_VERSION);
+	else if (!wk.extension_present)
 		snprintf(buf, sizeof(buf), "waiting for CREATE EXTENSION webhooks");
 	else if (!wh_enabled)
-		snprintf(buf, sizeof(buf), "paused (webhooks.enabled = off), %d in flight", in_flight);
-	else if (in_flight > 0)
-		snprintf(buf, sizeof(buf), "delivering: %d requests in flight", in_flight);
+		snprintf(buf, sizeof(buf), "paused (webhooks.enabled = off), %d in flight", wk.in_flight);
+	else if (wk.in_flight > 0)
+		snprintf(buf, sizeof(buf), "delivering: %d requests in flight", wk.in_flight);
 	else
 		snprintf(buf, sizeof(buf), "idle");
-	if (strcmp(buf, idle_activity) == 0)
+	if (strcmp(buf, wk.activity) == 0)
 		return;
-	strlcpy(idle_activity, buf, sizeof(idle_activity));
+	strlcpy(wk.activity, buf, sizeof(wk.activity));
 	pgstat_report_activity(STATE_IDLE, buf);
 }
 
@@ -1678,22 +1783,23 @@ recover_from_error(void)
 {
 	HOLD_INTERRUPTS();
 	error_context_stack = NULL;
-	MemoryContextSwitchTo(loop_cxt);
+	MemoryContextSwitchTo(wk.loop_cxt);
 	EmitErrorReport();
 	AbortCurrentTransaction();
 	FlushErrorState();
 	forget_plans();
 	forget_unstarted();
-	MemoryContextReset(loop_cxt);
-	maybe_work = true;
-	db_backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ERROR_PAUSE_MS);
+	MemoryContextReset(wk.loop_cxt);
+	wk.maybe_work = true;
+	wk.db_backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ERROR_PAUSE_MS);
 	RESUME_INTERRUPTS();
 }
 
+/* run one step of the loop; an error is recovered, the loop goes on */
 static void
 run_step(void (*step) (void))
 {
-	MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+	MemoryContext old = MemoryContextSwitchTo(wk.loop_cxt);
 
 	PG_TRY();
 	{
@@ -1705,7 +1811,7 @@ run_step(void (*step) (void))
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
-	MemoryContextReset(loop_cxt);
+	MemoryContextReset(wk.loop_cxt);
 }
 
 /*
@@ -1726,9 +1832,9 @@ step_expand(void)
 		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	commit_xact();
-	batches_pending = (n > 0);
+	wk.batches_pending = (n > 0);
 	if (n > 0)
-		maybe_work = true;
+		wk.maybe_work = true;
 }
 
 /*
@@ -1741,26 +1847,28 @@ step_expand(void)
 static bool
 want_claim(void)
 {
-	int			free_slots = wh_max_concurrency - in_flight;
+	int			free_slots = wh_max_concurrency - wk.in_flight;
 
-	return extension_present && wh_enabled && maybe_work && free_slots > 0 &&
-		nto_release == 0 &&
-		nfinished + wh_max_concurrency < MAX_FINISHED / 2 &&
-		(in_flight == 0 || announced || refill_due ||
+	return wk.extension_present && wh_enabled && wk.maybe_work && free_slots > 0 &&
+		wk.nto_release == 0 &&
+		wk.nfinished + wh_max_concurrency < MAX_FINISHED / 2 &&
+		(wk.in_flight == 0 || wk.announced || wk.refill_due ||
 		 free_slots >= Max(1, wh_max_concurrency / 4));
 }
 
+/* claim as many due deliveries as there are free slots (up to webhooks.batch_size) */
 static void
 step_claim(void)
 {
-	int			room = Min(wh_max_concurrency - in_flight, wh_batch_size);
+	int			room = Min(wh_max_concurrency - wk.in_flight, wh_batch_size);
 	int			seen;
 
-	announced = refill_due = false;
+	wk.announced = wk.refill_due = false;
 	seen = claim(room);
-	maybe_work = (seen >= room);	/* else: drained, or every webhook at its share */
+	wk.maybe_work = (seen >= room);	/* else: drained, or every webhook at its share */
 }
 
+/* look for the extension (CREATE EXTENSION, or an update) */
 static void
 step_check_extension(void)
 {
@@ -1773,12 +1881,29 @@ step_check_extension(void)
 static bool
 want_flush(TimestampTz now)
 {
-	int			fresh = nfinished - nkept;
+	int			fresh = wk.nfinished - wk.nkept;
 
 	if (fresh > 0)
-		return fresh >= FLUSH_MAX_RESULTS || wh_engine_running(engine) == 0 ||
-			now >= TimestampTzPlusMilliseconds(first_finished_at, FLUSH_DELAY_MS);
-	return nkept > 0 && now >= kept_retry_at;
+		return fresh >= FLUSH_MAX_RESULTS || wh_engine_running(wk.engine) == 0 ||
+			now >= TimestampTzPlusMilliseconds(wk.first_finished_at, FLUSH_DELAY_MS);
+	return wk.nkept > 0 && now >= wk.kept_retry_at;
+}
+
+/* event batches wait, and no split ran in the last SPLIT_INTERVAL_MS of requests */
+static bool
+want_split(TimestampTz now)
+{
+	return wk.batches_pending && (wk.in_flight == 0 || now >= wk.next_split);
+}
+
+/* the maintenance pass, or a look for the extension while it is missing */
+static void
+step_maintain(void)
+{
+	if (!wk.extension_present)
+		step_check_extension();
+	if (wk.extension_present)
+		maintenance();
 }
 
 /*
@@ -1790,112 +1915,125 @@ want_flush(TimestampTz now)
 static void
 service_sockets(void)
 {
-	if (wh_engine_wait(engine, 0, PG_WAIT_EXTENSION))
+	if (wh_engine_wait(wk.engine, 0, PG_WAIT_EXTENSION))
 	{
-		maybe_work = true;
-		announced = true;
+		wk.maybe_work = true;
+		wk.announced = true;
 	}
 	/* what finished is collected now: the loop's wait must see it */
 	collect_finished();
 }
 
-/* One turn of the loop: every step that has work, then sleep. */
+/* how long the loop may sleep: until the first thing it has to do */
+static long
+sleep_time(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		timeout = ms_until(wk.next_maintenance, now);
+	bool		serving = wk.extension_present && wh_enabled;
+
+	if (wk.extension_present)
+		timeout = Min(timeout, ms_until(wk.next_poll, now));
+	if (wk.nfinished > wk.nkept)
+		timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(wk.first_finished_at, FLUSH_DELAY_MS), now));
+	if (wk.nkept > 0)
+		timeout = Min(timeout, ms_until(wk.kept_retry_at, now));
+	if (serving && !wk.maybe_work && wk.next_due != 0)
+		timeout = Min(timeout, ms_until(wk.next_due, now));
+	if (now < wk.db_backoff_until)
+		return Max(Min(timeout, ms_until(wk.db_backoff_until, now)), 1);
+	if (want_claim() || wk.nto_release > 0 || (serving && want_split(now)))
+		return 0;
+	if (serving && wk.batches_pending)
+		timeout = Min(timeout, ms_until(wk.next_split, now));
+	return timeout;
+}
+
+/* sleep until a socket, a timer, the latch (a commit) or the next job */
+static void
+sleep_until_work(void)
+{
+	if (wh_engine_wait(wk.engine, sleep_time(), PG_WAIT_EXTENSION))
+	{
+		wk.maybe_work = true;
+		wk.announced = true;
+		if (!wk.extension_present)
+			wk.next_maintenance = 0;	/* CREATE EXTENSION wakes us: look now */
+	}
+	if (wk.next_due != 0 && GetCurrentTimestamp() >= wk.next_due)
+	{
+		wk.maybe_work = true;
+		wk.next_due = 0;
+	}
+}
+
+/* the settings file changed (SIGHUP) */
+static void
+reload_settings(void)
+{
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	wk.maybe_work = true;
+	forget_http1_fallbacks();
+}
+
+/*
+ * One turn of the loop: collect finished requests, then every step that
+ * has work (release unsent leases, record results, split a batch, claim,
+ * maintain), then sleep.  After an error no SQL runs for a second.
+ */
 static void
 loop_once(void)
 {
 	TimestampTz now;
-	long		timeout;
-	bool		latch;
 	bool		sql_ok;
 
 	CHECK_FOR_INTERRUPTS();
 	if (ConfigReloadPending)
-	{
-		ConfigReloadPending = false;
-		ProcessConfigFile(PGC_SIGHUP);
-		maybe_work = true;
-		forget_http1_fallbacks();
-	}
+		reload_settings();
 
 	collect_finished();
 	now = GetCurrentTimestamp();
-	sql_ok = now >= db_backoff_until;
-
-	if (sql_ok && now >= next_poll)
+	sql_ok = now >= wk.db_backoff_until;
+	if (sql_ok && now >= wk.next_poll)
 	{
 		/* work that no commit announced: COMMIT PREPARED, rows by hand, skipped locks */
-		maybe_work = true;
-		batches_pending = true;
-		next_poll = TimestampTzPlusMilliseconds(now, POLL_INTERVAL_MS);
+		wk.maybe_work = true;
+		wk.batches_pending = true;
+		wk.next_poll = TimestampTzPlusMilliseconds(now, POLL_INTERVAL_MS);
 	}
-	if (sql_ok && nto_release > 0)
+	if (pg_atomic_exchange_u32(&wh_shared->batches_pending, 0) != 0)
+		wk.batches_pending = true;
+
+	if (sql_ok && wk.nto_release > 0)
 		run_step(step_release);
 	if (sql_ok && want_flush(now))
 	{
 		run_step(flush_results);
 		service_sockets();
 	}
-
-	if (pg_atomic_exchange_u32(&wh_shared->batches_pending, 0) != 0)
-		batches_pending = true;
-	if (sql_ok && extension_present && wh_enabled && batches_pending &&
-		(in_flight == 0 || now >= next_split))
+	if (sql_ok && wk.extension_present && wh_enabled && want_split(now))
 	{
 		run_step(step_expand);
-		next_split = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SPLIT_INTERVAL_MS);
+		wk.next_split = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SPLIT_INTERVAL_MS);
 		service_sockets();
 	}
-
 	if (sql_ok && want_claim())
 		run_step(step_claim);
-
 	now = GetCurrentTimestamp();
-	if (sql_ok && now >= next_maintenance && now >= db_backoff_until)
+	if (sql_ok && now >= wk.next_maintenance)
 	{
-		if (!extension_present)
-			run_step(step_check_extension);
-		if (extension_present)
-			run_step(maintenance);
-		next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   extension_present ? MAINTENANCE_INTERVAL_MS : IDLE_CHECK_MS);
+		run_step(step_maintain);
+		/* after an error too: a failing pass is not retried every second */
+		wk.next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  wk.extension_present ? MAINTENANCE_INTERVAL_MS : IDLE_CHECK_MS);
 	}
 
 	report_activity();
-
-	/* how long may we sleep? */
-	now = GetCurrentTimestamp();
-	timeout = ms_until(next_maintenance, now);
-	if (extension_present)
-		timeout = Min(timeout, ms_until(next_poll, now));
-	if (nfinished > nkept)
-		timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(first_finished_at, FLUSH_DELAY_MS), now));
-	if (nkept > 0)
-		timeout = Min(timeout, ms_until(kept_retry_at, now));
-	if (extension_present && wh_enabled && !maybe_work && next_due != 0)
-		timeout = Min(timeout, ms_until(next_due, now));
-	if (now < db_backoff_until)
-		timeout = Max(Min(timeout, ms_until(db_backoff_until, now)), 1);
-	else if (want_claim() || nto_release > 0 ||
-			 (extension_present && wh_enabled && batches_pending && (in_flight == 0 || now >= next_split)))
-		timeout = 0;
-	else if (extension_present && wh_enabled && batches_pending)
-		timeout = Min(timeout, ms_until(next_split, now));
-
-	latch = wh_engine_wait(engine, timeout, PG_WAIT_EXTENSION);
-	if (latch)
-	{
-		maybe_work = true;
-		announced = true;
-		if (!extension_present)
-			next_maintenance = 0;	/* CREATE EXTENSION wakes us: look now */
-	}
-	if (next_due != 0 && GetCurrentTimestamp() >= next_due)
-	{
-		maybe_work = true;
-		next_due = 0;
-	}
+	sleep_until_work();
 }
 
+/* the worker's entry point (bgw_function_name) */
 void
 webhooks_worker_main(Datum main_arg)
 {
@@ -1913,21 +2051,21 @@ webhooks_worker_main(Datum main_arg)
 	wh_shared->worker_procno = wh_my_procno();
 	before_shmem_exit(worker_shmem_exit, (Datum) 0);
 
-	worker_cxt = AllocSetContextCreate(TopMemoryContext, "webhooks worker", ALLOCSET_DEFAULT_SIZES);
-	loop_cxt = AllocSetContextCreate(worker_cxt, "webhooks loop", ALLOCSET_DEFAULT_SIZES);
-	deliveries_cxt = AllocSetContextCreate(worker_cxt, "webhooks deliveries", ALLOCSET_DEFAULT_SIZES);
-	engine = wh_engine_create(AllocSetContextCreate(worker_cxt, "webhooks engine", ALLOCSET_DEFAULT_SIZES));
-	finished = MemoryContextAlloc(worker_cxt, sizeof(Delivery *) * MAX_FINISHED);
-	unstarted = MemoryContextAlloc(worker_cxt, sizeof(Delivery *) * 10000);
-	to_release = MemoryContextAlloc(worker_cxt, sizeof(int64) * 10000);
-	to_release_tokens = MemoryContextAlloc(worker_cxt, sizeof(int64) * 10000);
+	wk.worker_cxt = AllocSetContextCreate(TopMemoryContext, "webhooks worker", ALLOCSET_DEFAULT_SIZES);
+	wk.loop_cxt = AllocSetContextCreate(wk.worker_cxt, "webhooks loop", ALLOCSET_DEFAULT_SIZES);
+	wk.deliveries_cxt = AllocSetContextCreate(wk.worker_cxt, "webhooks deliveries", ALLOCSET_DEFAULT_SIZES);
+	wk.engine = wh_engine_create(AllocSetContextCreate(wk.worker_cxt, "webhooks engine", ALLOCSET_DEFAULT_SIZES));
+	wk.finished = MemoryContextAlloc(wk.worker_cxt, sizeof(Delivery *) * MAX_FINISHED);
+	wk.unstarted = MemoryContextAlloc(wk.worker_cxt, sizeof(Delivery *) * 10000);
+	wk.to_release = MemoryContextAlloc(wk.worker_cxt, sizeof(int64) * 10000);
+	wk.to_release_tokens = MemoryContextAlloc(wk.worker_cxt, sizeof(int64) * 10000);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(WebhookSlot);
-	ctl.hcxt = worker_cxt;
-	slots = hash_create("webhooks slots", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.hcxt = wk.worker_cxt;
+	wk.slots = hash_create("webhooks slots", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	/* lease tokens: random per worker start, then one per claim */
-	if (!pg_strong_random(&lease_token_base, sizeof(lease_token_base)))
+	if (!pg_strong_random(&wk.lease_token_base, sizeof(wk.lease_token_base)))
 		elog(ERROR, "could not generate random bytes");
 
 	elog(LOG, "webhooks worker started for database \"%s\"", wh_database_name);
@@ -1942,7 +2080,7 @@ webhooks_worker_main(Datum main_arg)
 		recover_from_error();
 	PG_exception_stack = &local_sigjmp_buf;
 
-	MemoryContextSwitchTo(loop_cxt);
+	MemoryContextSwitchTo(wk.loop_cxt);
 	for (;;)
 		loop_once();
 }
