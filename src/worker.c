@@ -555,7 +555,8 @@ check_extension(void)
 
 	if (present && wk.extension_present && oid != wk.extension_oid)
 	{
-		elog(LOG, "webhooks worker: extension webhooks was dropped and created again");
+		ereport(LOG,
+				(errmsg("webhooks worker: extension webhooks was dropped and created again")));
 		forget_plans();
 		wk.leases_released = false;
 		wk.extension_present = false;
@@ -585,13 +586,15 @@ check_extension(void)
 
 	if (!present && wk.extension_present)
 	{
-		elog(LOG, "webhooks worker: extension dropped; waiting for CREATE EXTENSION webhooks");
+		ereport(LOG,
+				(errmsg("webhooks worker: extension dropped; waiting for CREATE EXTENSION webhooks")));
 		forget_plans();
 		wk.leases_released = false;
 		wk.next_maintenance = 0;
 	}
 	else if (present && !wk.extension_present)
-		elog(LOG, "webhooks worker: serving database \"%s\"", wh_database_name);
+		ereport(LOG,
+				(errmsg("webhooks worker: serving database \"%s\"", wh_database_name)));
 	wk.extension_present = present;
 	wk.extension_oid = present ? oid : InvalidOid;
 	return present;
@@ -1691,7 +1694,8 @@ maintenance(void)
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (pruned > 0)
-		elog(DEBUG1, "webhooks worker: pruned " UINT64_FORMAT " rows older than webhooks.log_retention", pruned);
+		ereport(DEBUG1,
+				(errmsg("webhooks worker: pruned " UINT64_FORMAT " rows older than webhooks.log_retention", pruned)));
 }
 
 /* ---------------------------------------------------------------------
@@ -2068,7 +2072,8 @@ webhooks_worker_main(Datum main_arg)
 	if (!pg_strong_random(&wk.lease_token_base, sizeof(wk.lease_token_base)))
 		elog(ERROR, "could not generate random bytes");
 
-	elog(LOG, "webhooks worker started for database \"%s\"", wh_database_name);
+	ereport(LOG,
+				(errmsg("webhooks worker started for database \"%s\"", wh_database_name)));
 	run_step(step_check_extension);
 
 	/*
