@@ -12,7 +12,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include "access/htup_details.h"
 #include "common/jsonapi.h"
@@ -22,10 +22,17 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "port.h"
-#include "url.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+
+#include "compat.h"
+#include "functions.h"
+#include "http.h"
+#include "payload.h"
+#include "signing.h"
+#include "url.h"
+#include "webhooks.h"
 
 /* raise the error for a URL that fails validation */
 static void

@@ -37,7 +37,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -53,9 +53,14 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
-#include "url.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+
+#include "compat.h"
+#include "http.h"
+#include "signing.h"
+#include "url.h"
+#include "webhooks.h"
 
 #define WH_MAX_RESPONSE_HEADER_BYTES (64 * 1024)
 #define WH_LOW_SPEED_TIME_S 10

@@ -19,7 +19,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -38,6 +38,11 @@
 #include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
+
+#include "compat.h"
+#include "payload.h"
+#include "unrouted.h"
+#include "webhooks.h"
 
 #define EMAIL_FIELDS \
 	{{"messageId", "message_id", WH_FIELD_INTEGER}, \

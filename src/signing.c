@@ -12,7 +12,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -21,6 +21,9 @@
 #include "fmgr.h"
 #include "port.h"
 #include "utils/builtins.h"
+
+#include "compat.h"
+#include "signing.h"
 
 #define WH_SECRET_PREFIX "whsec_"
 #define WH_SECRET_MIN_BYTES 16

@@ -15,7 +15,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include <limits.h>
 
@@ -28,6 +28,11 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
+
+#include "compat.h"
+#include "unrouted.h"
+#include "webhooks.h"
+#include "worker.h"
 
 WH_PG_MODULE_MAGIC;
 
@@ -178,7 +183,6 @@ wh_shmem_startup(void)
 	{
 		wh_shared->worker_pid = 0;
 		wh_shared->worker_procno = -1;
-		pg_atomic_init_u64(&wh_shared->wakeups, 0);
 		pg_atomic_init_u32(&wh_shared->batches_pending, 1);
 	}
 	wh_unrouted_shmem_init();
@@ -199,7 +203,6 @@ wh_wake_worker_now(void)
 	procno = wh_shared->worker_procno;
 	if (procno >= 0 && procno < (int) ProcGlobal->allProcCount)
 	{
-		pg_atomic_fetch_add_u64(&wh_shared->wakeups, 1);
 		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
 	}
 }

@@ -69,7 +69,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -85,7 +85,6 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
-#include "url.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc_tables.h"
@@ -100,6 +99,15 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+
+#include "compat.h"
+#include "functions.h"
+#include "http.h"
+#include "payload.h"
+#include "signing.h"
+#include "url.h"
+#include "webhooks.h"
+#include "worker.h"
 
 #define FLUSH_MAX_RESULTS 512
 /* finished but unrecorded results held at most (claims pause above half) */
