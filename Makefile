@@ -5,7 +5,8 @@ OBJS = \
 	src/webhooks.o \
 	src/url.o \
 	src/signing.o \
-	src/http.o \
+	src/http_engine.o \
+	src/http_request.o \
 	src/payload.o \
 	src/unrouted.o \
 	src/functions.o \

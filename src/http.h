@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * http.h
- *	  The libcurl engine shared by the delivery worker and the connection
- *	  test, and the signed requests it sends (http.c).
+ *	  The HTTP module: the libcurl engine shared by the delivery worker and
+ *	  the connection test (http_engine.c), and the signed requests it sends
+ *	  (http_request.c).
  *
  * The only header that includes curl/curl.h: a file that does not include
  * it does not compile against libcurl.
@@ -52,6 +53,10 @@ typedef struct WhRequest
 	dlist_node	node;			/* in the engine's list of active requests */
 } WhRequest;
 
+/* response headers beyond this many bytes fail the attempt */
+#define WH_MAX_RESPONSE_HEADER_BYTES (64 * 1024)
+
+/* ---- http_engine.c ---- */
 typedef struct WhEngine WhEngine;
 
 extern void wh_curl_global_init(void);
@@ -62,6 +67,8 @@ extern int	wh_engine_running(WhEngine *engine);
 extern bool wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info);
 extern WhRequest *wh_engine_next_done(WhEngine *engine);
 
+/* ---- http_request.c ---- */
+extern struct curl_slist *wh_curl_slist_append(struct curl_slist *list, const char *line);
 extern struct curl_slist *wh_build_headers(const char *msg_id, const char *body,
 										   const char *secret,
 										   const char *previous_secret,

@@ -53,6 +53,8 @@ extern int *wh_retry_delays_ms;
 
 extern bool wh_loaded_at_preload;
 
+extern char *wh_next_setting_item(char **rest);
+
 /* ---- shared memory and wake-up ---- */
 typedef struct WhSharedState
 {
