@@ -9,6 +9,7 @@ OBJS = \
 	src/http_request.o \
 	src/payload.o \
 	src/unrouted.o \
+	src/validate.o \
 	src/functions.o \
 	src/worker.o
 

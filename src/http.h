@@ -75,7 +75,5 @@ extern struct curl_slist *wh_build_headers(const char *msg_id, const char *body,
 										   const char *auth_token,
 										   Jsonb *extra_headers);
 extern char *wh_request_error_content(WhRequest *req);
-extern void wh_check_extra_headers(Jsonb *headers, bool has_auth_token);
-extern char *wh_extra_headers_problem(Jsonb *headers, bool has_auth_token);
 
 #endif							/* WEBHOOKS_HTTP_H */

@@ -6,7 +6,8 @@
  * It owns the headers of a signed attempt (webhook-id, webhook-timestamp,
  * webhook-signature, the auth token and the webhook's extra headers, with
  * the body signed by signing.c) and the error content a log row gets for a
- * failed attempt.  Sending is http_engine.c's.
+ * failed attempt.  Sending is http_engine.c's; whether the headers may be
+ * sent at all, validate.c's.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,106 +33,6 @@ wh_curl_slist_append(struct curl_slist *list, const char *line)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	}
 	return n;
-}
-
-/* headers the extension sets itself, which extra headers cannot override */
-static bool
-reserved_header(const char *name, bool has_auth_token)
-{
-	static const char *const reserved[] = {
-		"host", "content-length", "transfer-encoding", "content-type",
-		"connection", "expect", "te", "upgrade", "user-agent", "keep-alive",
-		"proxy-authorization", "trailer"
-	};
-	int			i;
-
-	if (pg_strncasecmp(name, "webhook-", 8) == 0)
-		return true;
-	if (has_auth_token && pg_strcasecmp(name, "authorization") == 0)
-		return true;
-	for (i = 0; i < lengthof(reserved); i++)
-		if (pg_strcasecmp(name, reserved[i]) == 0)
-			return true;
-	return false;
-}
-
-/* may c appear in an HTTP header name (a "token" of RFC 9110)? */
-static bool
-is_token_char(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-/*
- * What is wrong with extra headers, or NULL: a JSON object of string values,
- * names that are HTTP tokens and not reserved, values without CR, LF, NUL or
- * other control characters.  Does not throw, so the worker can check rows at
- * send time.
- */
-char *
-wh_extra_headers_problem(Jsonb *headers, bool has_auth_token)
-{
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	char	   *name = NULL;
-	int			count = 0;
-
-	if (headers == NULL)
-		return NULL;
-	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
-		return pstrdup("headers must be a JSON object of header names to string values");
-
-	it = JsonbIteratorInit(&headers->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		int			i;
-
-		if (tok == WJB_KEY)
-		{
-			name = pnstrdup(v.val.string.val, v.val.string.len);
-			if (++count > 32)
-				return pstrdup("too many extra headers (at most 32)");
-			if (v.val.string.len == 0 || v.val.string.len > 256)
-				return psprintf("invalid header name \"%s\" (1 to 256 characters)", name);
-			for (i = 0; i < v.val.string.len; i++)
-				if (!is_token_char((unsigned char) v.val.string.val[i]))
-					return psprintf("invalid header name \"%s\" (only letters, digits and !#$%%&'*+-.^_`|~)", name);
-			if (reserved_header(name, has_auth_token))
-				return psprintf("header \"%s\" is set by the extension and cannot be overridden", name);
-		}
-		else if (tok == WJB_VALUE)
-		{
-			if (v.type != jbvString)
-				return psprintf("value of header \"%s\" must be a string", name);
-			if (v.val.string.len > 8192)
-				return psprintf("value of header \"%s\" is longer than 8192 bytes", name);
-			for (i = 0; i < v.val.string.len; i++)
-			{
-				unsigned char c = (unsigned char) v.val.string.val[i];
-
-				if ((c < 0x20 && c != '\t') || c == 0x7f)
-					return psprintf("value of header \"%s\" contains a control character (CR, LF, NUL, ...)", name);
-			}
-		}
-	}
-	return NULL;
-}
-
-/* raise the error for extra headers that wh_extra_headers_problem() refuses */
-void
-wh_check_extra_headers(Jsonb *headers, bool has_auth_token)
-{
-	char	   *problem = wh_extra_headers_problem(headers, has_auth_token);
-
-	if (problem != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid extra headers: %s", problem),
-				 errhint("Headers are a JSON object such as '{\"X-Source\": \"crm\"}'; "
-						 "Host, Content-Type, Content-Length, Transfer-Encoding, User-Agent, "
-						 "webhook-* and, with an auth token, Authorization are set by the extension.")));
 }
 
 /*

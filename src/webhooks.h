@@ -12,10 +12,10 @@
  *	payload.h	event types and payload rendering
  *	unrouted.h	counts of the events that found no active webhook
  *	http.h		the libcurl engine and the requests it sends
- *	functions.h	helpers of the SQL-callable functions
+ *	validate.h	the rules on what a webhook sends, for every entry point
  *	worker.h	the background worker
  *	compat.h	differences between PostgreSQL versions
- * Only the files that include http.h compile against libcurl.
+ * Only http.h (and its users) and url.c include curl/curl.h.
  *
  *-------------------------------------------------------------------------
  */
