@@ -5,9 +5,11 @@ OBJS = \
 	src/webhooks.o \
 	src/url.o \
 	src/signing.o \
-	src/http.o \
+	src/http_engine.o \
+	src/http_request.o \
 	src/payload.o \
 	src/unrouted.o \
+	src/validate.o \
 	src/functions.o \
 	src/worker.o
 
@@ -32,12 +34,21 @@ PROVE_TESTS = test/t/*.pl
 
 EXTRA_CLEAN = tmp_check_regress tmp_check_iso output_iso results regression.diffs regression.out
 
+# Header dependencies: the compiler writes each object's list of headers
+# (-MMD -MP) into .deps/, which the next make reads.  This is PGXS's own
+# --enable-depend machinery (Makefile.global, PostgreSQL 15 to 18), which a
+# packaged server (Debian's postgresql-server-dev) ships switched off;
+# "override" switches it on for this tree only.  make clean removes .deps/.
+override autodepend = yes
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# PGXS tracks no header dependencies: every object depends on the shared headers
-$(OBJS): src/webhooks.h src/url.h src/compat.h
-
 # after the include: Makefile.global resets PROVE_FLAGS
 PROVE_FLAGS = -I $(srcdir)/test
+
+# JIT bitcode: rebuilt with its object, so it follows the same headers
+ifeq ($(with_llvm), yes)
+$(patsubst %.o,%.bc,$(OBJS)): %.bc: %.o
+endif

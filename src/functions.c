@@ -2,7 +2,7 @@
  *
  * functions.c
  *	  SQL-callable functions that are not about payloads: the connection
- *	  test, URL and header validation, and install-time checks.
+ *	  test, install-time checks, webhook-ids and helpers of the SQL.
  *
  * The connection test runs in the calling backend (the wizard needs its
  * answer before it stores anything).  It uses the same engine, headers and
@@ -12,43 +12,27 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include "access/htup_details.h"
-#include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "port.h"
-#include "url.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-/* raise the error for a URL that fails validation */
-static void
-check_target_url(const char *url)
-{
-	char		reason[512];
-	WhUrlStatus st;
+#include "compat.h"
+#include "http.h"
+#include "payload.h"
+#include "signing.h"
+#include "validate.h"
+#include "webhooks.h"
 
-	st = wh_url_check(url, wh_allow_private_targets, NULL, reason, sizeof(reason));
-	if (st == WH_URL_OK)
-		return;
-	if (st == WH_URL_PRIVATE_ADDRESS || st == WH_URL_LOCAL_NAME)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid target URL: %s", reason),
-				 errdetail("Webhook targets must be publicly accessible HTTPS addresses."),
-				 errhint("A superuser can set webhooks.allow_private_targets = on for tests and private networks.")));
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid target URL: %s", reason),
-			 errhint("A target URL looks like https://example.com/webhooks (https, a host, an optional port, no user name or password).")));
-}
-
+/* webhooks._check_preloaded(): refuse CREATE EXTENSION without shared_preload_libraries */
 PG_FUNCTION_INFO_V1(webhooks_check_preloaded);
 Datum
 webhooks_check_preloaded(PG_FUNCTION_ARGS)
@@ -62,58 +46,7 @@ webhooks_check_preloaded(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-PG_FUNCTION_INFO_V1(webhooks_url_problem);
-Datum
-webhooks_url_problem(PG_FUNCTION_ARGS)
-{
-	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	bool		allow_private = PG_ARGISNULL(1) ? wh_allow_private_targets : PG_GETARG_BOOL(1);
-	char		reason[512];
-
-	if (wh_url_check(url, allow_private, NULL, reason, sizeof(reason)) == WH_URL_OK)
-		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(reason));
-}
-
-PG_FUNCTION_INFO_V1(webhooks_check_target_url);
-Datum
-webhooks_check_target_url(PG_FUNCTION_ARGS)
-{
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("target URL is required")));
-	check_target_url(text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	PG_RETURN_VOID();
-}
-
-PG_FUNCTION_INFO_V1(webhooks_check_headers);
-Datum
-webhooks_check_headers(PG_FUNCTION_ARGS)
-{
-	if (!PG_ARGISNULL(0))
-		wh_check_extra_headers(PG_GETARG_JSONB_P(0), !PG_ARGISNULL(1) && PG_GETARG_BOOL(1));
-	PG_RETURN_VOID();
-}
-
-PG_FUNCTION_INFO_V1(webhooks_check_secret);
-Datum
-webhooks_check_secret(PG_FUNCTION_ARGS)
-{
-	char	   *why = NULL;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("webhook secret must not be null")));
-	if (!wh_secret_valid(text_to_cstring(PG_GETARG_TEXT_PP(0)), &why))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid webhook secret"),
-				 errdetail("%s", why)));
-	PG_RETURN_VOID();
-}
-
+/* webhooks._wake_worker(): wake the worker when the calling transaction commits */
 PG_FUNCTION_INFO_V1(webhooks_wake_worker);
 Datum
 webhooks_wake_worker(PG_FUNCTION_ARGS)
@@ -122,6 +55,7 @@ webhooks_wake_worker(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* argument argno as a C string; an error when it is NULL or blank */
 static char *
 required_text_arg(FunctionCallInfo fcinfo, int argno, const char *what)
 {
@@ -166,6 +100,7 @@ webhooks_test_connection(PG_FUNCTION_ARGS)
 	Datum		values[8];
 	bool		nulls[8] = {0};
 	bool		ok;
+	WhProblem	problem;
 	TimestampTz started = GetCurrentTimestamp();
 
 	/* the specification's order: fields filled, event type, URL */
@@ -174,36 +109,13 @@ webhooks_test_connection(PG_FUNCTION_ARGS)
 	et = wh_find_event_type(event_type);
 	if (et == NULL)
 		wh_check_event_type(event_type);	/* raises */
-	check_target_url(url);
-	wh_check_extra_headers(headers, auth_token != NULL);
-	if (auth_token != NULL && strpbrk(auth_token, "\r\n") != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("auth token contains a line break")));
-	if (PG_ARGISNULL(4))
-		secret = wh_generate_secret();
-	else
-	{
-		char	   *why = NULL;
-
-		secret = text_to_cstring(PG_GETARG_TEXT_PP(4));
-		if (!wh_secret_valid(secret, &why))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid webhook secret"),
-					 errdetail("%s", why)));
-	}
-
-	if (previous_secret != NULL)
-	{
-		char	   *why = NULL;
-
-		if (!wh_secret_valid(previous_secret, &why))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid previous webhook secret"),
-					 errdetail("%s", why)));
-	}
+	secret = PG_ARGISNULL(4) ? wh_generate_secret() : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	if (!wh_valid_target_url(url, &problem) ||
+		!wh_valid_extra_headers(headers, auth_token != NULL, &problem) ||
+		(auth_token != NULL && !wh_valid_auth_token(auth_token, &problem)) ||
+		!wh_valid_secret(secret, false, &problem) ||
+		(previous_secret != NULL && !wh_valid_secret(previous_secret, true, &problem)))
+		wh_raise(&problem);
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -266,63 +178,7 @@ webhooks_test_connection(PG_FUNCTION_ARGS)
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
 
-/* the text as json when it is valid JSON, else NULL (for log rows) */
-/*
- * Whether s is valid JSON.  The parser recurses once per nesting level and
- * raises a stack-depth ERROR on deep input; a hand-written queue row must
- * not be able to make the worker (or delete_webhook's log rows) fail, so
- * nesting is measured first, without recursion.
- */
-bool
-wh_json_valid(const char *s, size_t len)
-{
-	JsonLexContext *lex;
-	int			depth = 0;
-	bool		in_string = false;
-	size_t		i;
-
-	for (i = 0; i < len; i++)
-	{
-		char		c = s[i];
-
-		if (in_string)
-		{
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_string = false;
-		}
-		else if (c == '"')
-			in_string = true;
-		else if (c == '{' || c == '[')
-		{
-			if (++depth > WH_JSON_MAX_DEPTH)
-				return false;
-		}
-		else if (c == '}' || c == ']')
-			depth--;
-	}
-	lex = wh_make_json_lex((char *) s, len, GetDatabaseEncoding(), false);
-	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
-}
-
-/*
- * The rule for auth tokens, shared by the worker's send-time check and
- * the table guard: not empty, no control characters but tab.
- */
-const char *
-wh_auth_token_problem(const char *token)
-{
-	const unsigned char *p;
-
-	if (token[0] == '\0')
-		return "the auth token is empty";
-	for (p = (const unsigned char *) token; *p; p++)
-		if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-			return "the auth token contains a control character";
-	return NULL;
-}
-
+/* webhooks._json_or_null(body): the text as json when it is valid JSON, else NULL (for log rows) */
 PG_FUNCTION_INFO_V1(webhooks_json_or_null);
 Datum
 webhooks_json_or_null(PG_FUNCTION_ARGS)

@@ -19,7 +19,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -38,6 +38,12 @@
 #include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
+
+#include "compat.h"
+#include "payload.h"
+#include "unrouted.h"
+#include "validate.h"
+#include "webhooks.h"
 
 #define EMAIL_FIELDS \
 	{{"messageId", "message_id", WH_FIELD_INTEGER}, \
@@ -88,6 +94,7 @@ StaticAssertDecl(lengthof(event_types) == WH_N_EVENT_TYPES,
 #define WH_BATCH_MAX_BYTES (16 * 1024 * 1024)
 #define EXAMPLE_EMAIL "test@test.com"
 
+/* the event type named name, or NULL */
 const WhEventType *
 wh_find_event_type(const char *name)
 {
@@ -114,6 +121,7 @@ wh_event_type_index(const WhEventType *et)
 	return (int) (et - event_types);
 }
 
+/* the event type named name, or an error naming the known ones */
 static const WhEventType *
 lookup_event_type(const char *name)
 {
@@ -127,12 +135,14 @@ lookup_event_type(const char *name)
 	return et;
 }
 
+/* raise the error of an unknown event type */
 void
 wh_check_event_type(const char *name)
 {
 	(void) lookup_event_type(name);
 }
 
+/* the JSON type of a field, as the error messages name it */
 static const char *
 field_type_name(WhFieldType t)
 {
@@ -309,15 +319,14 @@ parse_event_date(const char *str, TimestampTz *result, const char **detail)
 	return EVENT_DATE_BAD_FIELD;
 }
 
+/* raise the error of a body over webhooks.max_payload_size */
 static void
-check_body_size(const WhEventType *et, StringInfo body)
+check_body_size(StringInfo body)
 {
-	if (body->len > wh_max_payload_size)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("%s payload is too large", et->name),
-				 errdetail("The payload has %d bytes; webhooks.max_payload_size is %d.",
-						   body->len, wh_max_payload_size)));
+	WhProblem	problem;
+
+	if (!wh_valid_payload_size(body->len, &problem))
+		wh_raise(&problem);
 }
 
 /* integral numeric as text, or NULL when it has a fractional part */
@@ -479,7 +488,7 @@ wh_build_body(const WhEventType *et, Jsonb *payload)
 		}
 	}
 	appendStringInfoChar(&buf, '}');
-	check_body_size(et, &buf);
+	check_body_size(&buf);
 	return buf.data;
 }
 
@@ -525,6 +534,7 @@ static SPIPlanPtr plan_active = NULL;
 static SPIPlanPtr plan_insert_one = NULL;
 static SPIPlanPtr plan_insert_batch = NULL;
 
+/* prepare sql and keep the plan for the life of the backend */
 static SPIPlanPtr
 prepare_saved(const char *sql, int nargs, Oid *argtypes)
 {
@@ -581,6 +591,7 @@ active_webhook_id(const char *event_type)
 	return cached_id;
 }
 
+/* queue one delivery of body to the webhook; its id */
 static int64
 insert_one(int64 webhook_id, const char *event_type, const char *body)
 {
@@ -631,6 +642,7 @@ insert_batch(int64 webhook_id, const char *event_type, StringInfo bodies, int n)
 	wh_batches_at_commit();
 }
 
+/* webhooks.emit(event_type, payload): queue one event; the delivery id, or NULL when unrouted */
 PG_FUNCTION_INFO_V1(webhooks_emit);
 Datum
 webhooks_emit(PG_FUNCTION_ARGS)
@@ -664,6 +676,7 @@ webhooks_emit(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(id);
 }
 
+/* webhooks.build_payload(event_type, payload): the body emit() would queue */
 PG_FUNCTION_INFO_V1(webhooks_build_payload);
 Datum
 webhooks_build_payload(PG_FUNCTION_ARGS)
@@ -674,6 +687,7 @@ webhooks_build_payload(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(body));
 }
 
+/* webhooks.dummy_payload(event_type): the connection test's body */
 PG_FUNCTION_INFO_V1(webhooks_dummy_payload);
 Datum
 webhooks_dummy_payload(PG_FUNCTION_ARGS)
@@ -698,6 +712,7 @@ typedef struct ColumnMap
 	Oid			date_typid;
 } ColumnMap;
 
+/* the 0-based number of a live column named name, or -1 */
 static int
 find_column(TupleDesc tupdesc, const char *name)
 {
@@ -713,6 +728,7 @@ find_column(TupleDesc tupdesc, const char *name)
 	return -1;
 }
 
+/* map the event type's fields to the table's columns, or raise why they do not fit */
 static void
 build_column_map(const WhEventType *et, Relation rel, ColumnMap *map)
 {
@@ -895,9 +911,10 @@ body_from_slot(StringInfo buf, const WhEventType *et, const ColumnMap *map,
 		}
 	}
 	appendStringInfoChar(buf, '}');
-	check_body_size(et, buf);
+	check_body_size(buf);
 }
 
+/* webhooks.enqueue_event(): the trigger function, in row or statement mode */
 PG_FUNCTION_INFO_V1(webhooks_enqueue_event);
 Datum
 webhooks_enqueue_event(PG_FUNCTION_ARGS)

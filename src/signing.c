@@ -12,7 +12,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -22,10 +22,15 @@
 #include "port.h"
 #include "utils/builtins.h"
 
+#include "compat.h"
+#include "signing.h"
+#include "validate.h"
+
 #define WH_SECRET_PREFIX "whsec_"
 #define WH_SECRET_MIN_BYTES 16
 #define WH_SECRET_MAX_BYTES 64
 
+/* a new secret: "whsec_" and the base64 of WH_SECRET_BYTES random bytes */
 char *
 wh_generate_secret(void)
 {
@@ -79,6 +84,7 @@ decode_secret(const char *secret, uint8 *key, int keysize, const char **why)
 	return n;
 }
 
+/* is secret of the form above?  If not, *why (when not NULL) says why, as a sentence */
 bool
 wh_secret_valid(const char *secret, char **why)
 {
@@ -158,12 +164,10 @@ wh_sign(const char *secret, const char *msg_id, int64 timestamp,
 	int			enclen;
 	int			n;
 
+	/* every caller has checked the secret (validate.c) */
 	keylen = decode_secret(secret, key, sizeof(key), &why);
 	if (keylen < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid webhook secret"),
-				 errdetail("%s", why)));
+		elog(ERROR, "cannot sign with an invalid webhook secret: %s", why);
 
 	snprintf(tsbuf, sizeof(tsbuf), INT64_FORMAT, timestamp);
 	initStringInfo(&signed_content);
@@ -189,6 +193,7 @@ wh_sign(const char *secret, const char *msg_id, int64 timestamp,
 	return out;
 }
 
+/* webhooks.generate_secret() */
 PG_FUNCTION_INFO_V1(webhooks_generate_secret);
 Datum
 webhooks_generate_secret(PG_FUNCTION_ARGS)
@@ -196,6 +201,7 @@ webhooks_generate_secret(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(wh_generate_secret()));
 }
 
+/* webhooks.sign(secret, msg_id, timestamp, body): the v1 signature a receiver checks */
 PG_FUNCTION_INFO_V1(webhooks_sign);
 Datum
 webhooks_sign(PG_FUNCTION_ARGS)
@@ -204,24 +210,18 @@ webhooks_sign(PG_FUNCTION_ARGS)
 	char	   *msg_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	int64		ts = PG_GETARG_INT64(2);
 	text	   *body = PG_GETARG_TEXT_PP(3);
+	WhProblem	problem;
 
 	if (strchr(msg_id, '.') != NULL || msg_id[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid message id \"%s\"", msg_id),
 				 errdetail("A message id is not empty and contains no \".\".")));
+	if (!wh_valid_secret(secret, false, &problem))
+		wh_raise(&problem);
 	PG_RETURN_TEXT_P(cstring_to_text(wh_sign(secret, msg_id, ts,
 											 VARDATA_ANY(body),
 											 VARSIZE_ANY_EXHDR(body))));
-}
-
-PG_FUNCTION_INFO_V1(webhooks_secret_is_valid);
-Datum
-webhooks_secret_is_valid(PG_FUNCTION_ARGS)
-{
-	char	   *secret = text_to_cstring(PG_GETARG_TEXT_PP(0));
-
-	PG_RETURN_BOOL(wh_secret_valid(secret, NULL));
 }
 
 /*

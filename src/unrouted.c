@@ -36,7 +36,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -47,6 +47,9 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
+
+#include "compat.h"
+#include "unrouted.h"
 
 /* databases with a slot of their own; the rest share the overflow slot */
 #define WH_UNROUTED_DB_SLOTS 64

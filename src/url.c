@@ -449,6 +449,7 @@ judge_ipv4(uint32_t addr, int allow_private, AddrVia via, int *metadata)
 	return NULL;
 }
 
+/* are the first prefix bits of addr those of network? */
 static int
 prefix_matches(const unsigned char *addr, const unsigned char *network,
 			   int prefix)
@@ -959,65 +960,55 @@ check_raw_host(const char *url, int allow_private, char *reason_buf,
 }
 
 /*
+ * What libcurl's errors from parsing the whole URL mean: a verdict of its
+ * own with its reason, or (WH_URL_MALFORMED) what libcurl found wrong.
+ */
+static const struct
+{
+	CURLUcode	rc;
+	WhUrlStatus status;
+	const char *text;
+}			curl_errors[] =
+{
+	{CURLUE_BAD_PORT_NUMBER, WH_URL_BAD_PORT, "URL port must be between 1 and 65535"},
+	{CURLUE_NO_HOST, WH_URL_NO_HOST, "URL has no host"},
+	{CURLUE_USER_NOT_ALLOWED, WH_URL_CREDENTIALS, "URL must not contain a user name or password"},
+	{CURLUE_UNSUPPORTED_SCHEME, WH_URL_NOT_HTTPS, "URL scheme must be https"},
+	{CURLUE_OUT_OF_MEMORY, WH_URL_MALFORMED, "out of memory while parsing it"},
+	{CURLUE_URLDECODE, WH_URL_MALFORMED, "invalid percent-encoding"},
+#if LIBCURL_VERSION_NUM >= 0x075100
+	{CURLUE_BAD_HOSTNAME, WH_URL_MALFORMED, "invalid host name"},
+	{CURLUE_BAD_IPV6, WH_URL_MALFORMED, "invalid IPv6 address"},
+	{CURLUE_BAD_PATH, WH_URL_MALFORMED, "invalid path"},
+	{CURLUE_BAD_QUERY, WH_URL_MALFORMED, "invalid query"},
+	{CURLUE_BAD_SLASHES, WH_URL_MALFORMED, "wrong number of slashes after the scheme"},
+	{CURLUE_BAD_LOGIN, WH_URL_CREDENTIALS, "URL must not contain a user name or password"},
+	{CURLUE_BAD_USER, WH_URL_CREDENTIALS, "URL must not contain a user name or password"},
+	{CURLUE_BAD_PASSWORD, WH_URL_CREDENTIALS, "URL must not contain a user name or password"},
+	{CURLUE_BAD_FRAGMENT, WH_URL_FRAGMENT, "URL must not contain a fragment"},
+#endif
+};
+
+/*
  * Map a libcurl error from parsing the whole URL to our verdict.
  */
 static WhUrlStatus
 map_curl_error(CURLUcode rc, char *reason_buf, size_t reason_len)
 {
-	const char *what;
+	const char *what = "rejected by the URL parser";
+	size_t		i;
 
-	switch (rc)
+	for (i = 0; i < sizeof(curl_errors) / sizeof(curl_errors[0]); i++)
 	{
-		case CURLUE_BAD_PORT_NUMBER:
-			set_reason(reason_buf, reason_len,
-					   "URL port must be between 1 and 65535");
-			return WH_URL_BAD_PORT;
-		case CURLUE_NO_HOST:
-			set_reason(reason_buf, reason_len, "URL has no host");
-			return WH_URL_NO_HOST;
-		case CURLUE_USER_NOT_ALLOWED:
-			set_reason(reason_buf, reason_len,
-					   "URL must not contain a user name or password");
-			return WH_URL_CREDENTIALS;
-		case CURLUE_UNSUPPORTED_SCHEME:
-			set_reason(reason_buf, reason_len, "URL scheme must be https");
-			return WH_URL_NOT_HTTPS;
-		case CURLUE_OUT_OF_MEMORY:
-			what = "out of memory while parsing it";
-			break;
-		case CURLUE_URLDECODE:
-			what = "invalid percent-encoding";
-			break;
-#if LIBCURL_VERSION_NUM >= 0x075100
-		case CURLUE_BAD_HOSTNAME:
-			what = "invalid host name";
-			break;
-		case CURLUE_BAD_IPV6:
-			what = "invalid IPv6 address";
-			break;
-		case CURLUE_BAD_PATH:
-			what = "invalid path";
-			break;
-		case CURLUE_BAD_QUERY:
-			what = "invalid query";
-			break;
-		case CURLUE_BAD_SLASHES:
-			what = "wrong number of slashes after the scheme";
-			break;
-		case CURLUE_BAD_LOGIN:
-		case CURLUE_BAD_USER:
-		case CURLUE_BAD_PASSWORD:
-			set_reason(reason_buf, reason_len,
-					   "URL must not contain a user name or password");
-			return WH_URL_CREDENTIALS;
-		case CURLUE_BAD_FRAGMENT:
-			set_reason(reason_buf, reason_len,
-					   "URL must not contain a fragment");
-			return WH_URL_FRAGMENT;
-#endif
-		default:
-			what = "rejected by the URL parser";
-			break;
+		if (curl_errors[i].rc != rc)
+			continue;
+		if (curl_errors[i].status != WH_URL_MALFORMED)
+		{
+			set_reason(reason_buf, reason_len, "%s", curl_errors[i].text);
+			return curl_errors[i].status;
+		}
+		what = curl_errors[i].text;
+		break;
 	}
 	set_reason(reason_buf, reason_len,
 			   "URL is not a valid absolute URL (%s, libcurl error %d)",

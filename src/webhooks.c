@@ -15,7 +15,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include <limits.h>
 
@@ -28,6 +28,11 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
+
+#include "compat.h"
+#include "unrouted.h"
+#include "webhooks.h"
+#include "worker.h"
 
 WH_PG_MODULE_MAGIC;
 
@@ -76,12 +81,34 @@ typedef struct RetrySchedule
 	int			delays_ms[FLEXIBLE_ARRAY_MEMBER];
 } RetrySchedule;
 
+/*
+ * The next item of a comma-separated setting, without the blanks (spaces,
+ * tabs) around it.  *rest is where the item starts; it moves past the
+ * comma, or to NULL after the last item.  The string is cut in place.
+ */
+char *
+wh_next_setting_item(char **rest)
+{
+	char	   *item = *rest;
+	char	   *end;
+
+	*rest = strchr(item, ',');
+	if (*rest != NULL)
+		*(*rest)++ = '\0';
+	while (*item == ' ' || *item == '\t')
+		item++;
+	end = item + strlen(item);
+	while (end > item && (end[-1] == ' ' || end[-1] == '\t'))
+		*--end = '\0';
+	return item;
+}
+
+/* GUC check hook of webhooks.retry_schedule: parses it into the "extra" */
 static bool
 check_retry_schedule(char **newval, void **extra, GucSource source)
 {
 	char	   *copy;
-	char	   *tok;
-	char	   *next;
+	char	   *rest;
 	RetrySchedule *sched;
 	int			n = 0;
 
@@ -97,20 +124,12 @@ check_retry_schedule(char **newval, void **extra, GucSource source)
 		*extra = sched;
 		return true;
 	}
-	for (tok = copy; tok != NULL; tok = next)
+	for (rest = copy; rest != NULL;)
 	{
 		int			ms;
 		const char *hint = NULL;
-		char	   *end;
+		char	   *tok = wh_next_setting_item(&rest);
 
-		next = strchr(tok, ',');
-		if (next)
-			*next++ = '\0';
-		while (*tok == ' ' || *tok == '\t')
-			tok++;
-		end = tok + strlen(tok);
-		while (end > tok && (end[-1] == ' ' || end[-1] == '\t'))
-			*--end = '\0';
 		if (*tok == '\0')
 		{
 			GUC_check_errdetail("The schedule has an empty entry.");
@@ -178,7 +197,6 @@ wh_shmem_startup(void)
 	{
 		wh_shared->worker_pid = 0;
 		wh_shared->worker_procno = -1;
-		pg_atomic_init_u64(&wh_shared->wakeups, 0);
 		pg_atomic_init_u32(&wh_shared->batches_pending, 1);
 	}
 	wh_unrouted_shmem_init();
@@ -199,7 +217,6 @@ wh_wake_worker_now(void)
 	procno = wh_shared->worker_procno;
 	if (procno >= 0 && procno < (int) ProcGlobal->allProcCount)
 	{
-		pg_atomic_fetch_add_u64(&wh_shared->wakeups, 1);
 		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
 	}
 }

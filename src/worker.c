@@ -16,7 +16,7 @@
  *	   webhook), and take a lease on them: next_attempt_at and lease_until
  *	   move to now() + lease, attempts is incremented.  Commit.
  *	2. send (no transaction): each claimed delivery becomes a signed request
- *	   in the curl multi engine (http.c), signed now, so every attempt has a
+ *	   in the curl multi engine (http_engine.c), signed now, so every attempt has a
  *	   fresh webhook-timestamp and the delivery's stable webhook-id.
  *	3. record (short transaction): finished requests are collected and
  *	   written together: delivered, or a log row and a retry time, or dead,
@@ -72,7 +72,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -88,7 +88,6 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
-#include "url.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc_tables.h"
@@ -103,6 +102,13 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+
+#include "compat.h"
+#include "http.h"
+#include "payload.h"
+#include "validate.h"
+#include "webhooks.h"
+#include "worker.h"
 
 #define FLUSH_MAX_RESULTS 512
 /* finished but unrecorded results held at most (claims pause above half) */
@@ -784,10 +790,7 @@ static const char *
 precheck(Delivery *d, const char *secret, const char *previous_secret,
 		 const char *auth_token, Jsonb *headers)
 {
-	char		reason[512];
-	char	   *problem;
-	const char *token_problem;
-	size_t		body_len = strlen(d->req.body);
+	WhProblem	problem;
 	WebhookSlot *slot = slot_for(d->req.webhook_id);
 
 	/* the same URL as the webhook's last delivery: already checked */
@@ -797,27 +800,14 @@ precheck(Delivery *d, const char *secret, const char *previous_secret,
 		if (slot->valid_url != NULL)
 			pfree(slot->valid_url);
 		slot->valid_url = NULL;
-		if (wh_url_check(d->req.url, wh_allow_private_targets, NULL, reason, sizeof(reason)) != WH_URL_OK)
-			return psprintf("rejected before sending: invalid target URL: %s", reason);
+		if (!wh_valid_target_url(d->req.url, &problem))
+			return wh_refusal(&problem);
 		slot->valid_url = MemoryContextStrdup(wk.worker_cxt, d->req.url);
 		slot->valid_url_private = wh_allow_private_targets;
 	}
-	if ((problem = (char *) wh_msg_id_problem(d->msg_id)) != NULL)
-		return psprintf("rejected before sending: %s", problem);
-	if (body_len > (size_t) wh_max_payload_size)
-		return psprintf("rejected before sending: the payload has %zu bytes, more than webhooks.max_payload_size",
-						body_len);
-	if (!wh_json_valid(d->req.body, body_len))
-		return psprintf("rejected before sending: the payload is not valid JSON "
-						"(or is nested deeper than %d levels)", WH_JSON_MAX_DEPTH);
-	if (!wh_secret_valid(secret, NULL) ||
-		(previous_secret != NULL && !wh_secret_valid(previous_secret, NULL)))
-		return "rejected before sending: the webhook's secret is not a valid whsec_ secret";
-	if (auth_token != NULL && (token_problem = wh_auth_token_problem(auth_token)) != NULL)
-		return psprintf("rejected before sending: %s", token_problem);
-	problem = wh_extra_headers_problem(headers, auth_token != NULL);
-	if (problem != NULL)
-		return psprintf("rejected before sending: %s", problem);
+	if (!wh_valid_delivery(d->msg_id, d->req.body, secret, previous_secret,
+						   auth_token, headers, &problem))
+		return wh_refusal(&problem);
 	return NULL;
 }
 

@@ -58,6 +58,7 @@ int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 			fail(#cond, (input), __LINE__); \
 	} while (0)
 
+/* report the property that does not hold for input, and stop (libFuzzer keeps the input) */
 static void
 fail(const char *what, const char *input, int line)
 {
@@ -102,6 +103,7 @@ last_label_numeric(const char *s)
 	return 1;
 }
 
+/* a part of a parsed URL (*out, for curl_free()), or NULL when it has none */
 static const char *
 curl_part(CURLU *u, CURLUPart part, char **out)
 {
@@ -177,6 +179,24 @@ check_host(const char *host, int allow, const char *input)
 }
 
 /*
+ * libcurl's parse of url, which must serialise to exactly expected; the
+ * caller frees it with curl_url_cleanup().
+ */
+static CURLU *
+parse_to(const char *url, const char *expected, const char *input)
+{
+	CURLU	   *u = curl_url();
+	char	   *out;
+
+	REQUIRE(u != NULL, input);
+	REQUIRE(curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK, input);
+	REQUIRE(curl_url_get(u, CURLUPART_URL, &out, 0) == CURLUE_OK, input);
+	REQUIRE(strcmp(out, expected) == 0, input);
+	curl_free(out);
+	return u;
+}
+
+/*
  * Every property of one accepted URL.
  */
 static void
@@ -186,7 +206,6 @@ check_accepted(const char *input, const char *canonical, int allow)
 	size_t		auth_len;
 	size_t		i;
 	CURLU	   *u;
-	char	   *out;
 	char	   *part;
 	const char *value;
 
@@ -204,22 +223,10 @@ check_accepted(const char *input, const char *canonical, int allow)
 	REQUIRE(memchr(input + 8, '\\', auth_len) == NULL, input);
 
 	/* libcurl turns the input into the canonical form */
-	u = curl_url();
-	REQUIRE(u != NULL, input);
-	REQUIRE(curl_url_set(u, CURLUPART_URL, input, 0) == CURLUE_OK, input);
-	REQUIRE(curl_url_get(u, CURLUPART_URL, &out, 0) == CURLUE_OK, input);
-	REQUIRE(strcmp(out, canonical) == 0, input);
-	curl_free(out);
-	curl_url_cleanup(u);
+	curl_url_cleanup(parse_to(input, canonical, input));
 
 	/* ... and the canonical form into itself, with sane parts */
-	u = curl_url();
-	REQUIRE(u != NULL, input);
-	REQUIRE(curl_url_set(u, CURLUPART_URL, canonical, 0) == CURLUE_OK, input);
-	REQUIRE(curl_url_get(u, CURLUPART_URL, &out, 0) == CURLUE_OK, input);
-	REQUIRE(strcmp(out, canonical) == 0, input);
-	curl_free(out);
-
+	u = parse_to(canonical, canonical, input);
 	value = curl_part(u, CURLUPART_SCHEME, &part);
 	REQUIRE(value != NULL && strcmp(value, "https") == 0, input);
 	curl_free(part);

@@ -263,7 +263,7 @@ my @ops = (
 		'worker: state = \'pending\', r.state = ...; functions, IS DISTINCT FROM' ],
 	[ '<>', 'text', 'text', 'boolean', 'textne($1, $2)', 'update_webhook: new_name <> w.name' ],
 	[ '||', 'text', 'text', 'text', 'textcat($1, $2)', 'text concatenation' ],
-	[ '~',  'text', 'text', 'boolean', 'textregexeq($1, $2)', 'guard: auth_token ~ ...' ],
+	[ '~',  'text', 'text', 'boolean', 'textregexeq($1, $2)', 'guard of 1.0: auth_token ~ ... (1.1 checks tokens in C)' ],
 	[ '=',  'name', 'name', 'boolean', 'nameeq($1, $2)', 'rolname = ...' ],
 	[ '=',  'boolean', 'boolean', 'boolean', 'booleq($1, $2)', 'boolean comparisons' ],
 	[ '=',  'jsonb', 'jsonb', 'boolean', 'jsonb_eq($1, $2)', 'guard: headers IS DISTINCT FROM' ],

@@ -1,8 +1,14 @@
 /*-------------------------------------------------------------------------
  *
- * http.c
+ * http_engine.c
  *	  The libcurl engine shared by the delivery worker and the connection
- *	  test, and the construction of signed requests.
+ *	  test: curl's multi interface driven from a PostgreSQL WaitEventSet.
+ *
+ * It owns curl's sockets and timers, the corking of connections, the
+ * generations of libcurl state that follow the settings (multi handle,
+ * trust store, dns_overrides), and the pool of idle easy handles.  What a
+ * request says (headers, signature, body) and what a failed one means as
+ * text is http_request.c's.
  *
  * One engine is one curl multi handle: many requests in flight, connections
  * kept alive and reused (HTTP/2 multiplexed when the receiver offers it).
@@ -37,7 +43,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "webhooks.h"
+#include "postgres.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -50,14 +56,16 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
-#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
-#include "url.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#define WH_MAX_RESPONSE_HEADER_BYTES (64 * 1024)
+#include "compat.h"
+#include "http.h"
+#include "url.h"
+#include "webhooks.h"
+
 #define WH_LOW_SPEED_TIME_S 10
 #define WH_POOL_SIZE 1024
 
@@ -126,8 +134,6 @@ static bool curl_initialised = false;
 static char *curl_default_cainfo = NULL;
 static char *curl_default_capath = NULL;
 
-static struct curl_slist *slist_append_checked(struct curl_slist *list, const char *line);
-
 /*
  * The engine gives libcurl's OpenSSL connections a trust store of its own
  * (see trust_build), so libcurl must use the OpenSSL this file is built
@@ -162,6 +168,7 @@ wh_curl_global_init(void)
  * ---------------------------------------------------------------------
  */
 
+/* curl tells which sockets it wants watched, for what (CURLMOPT_SOCKETFUNCTION) */
 static int
 socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
@@ -231,6 +238,7 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 	return 0;
 }
 
+/* curl tells when it next wants to act on its own (CURLMOPT_TIMERFUNCTION) */
 static int
 timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
@@ -246,6 +254,7 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
+/* keep the response body, up to the buffer allocated before the transfer */
 static size_t
 write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
@@ -269,6 +278,7 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/* cap the response headers and read Retry-After (seconds or an HTTP date) */
 static size_t
 header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 {
@@ -503,24 +513,15 @@ static struct curl_slist *
 overrides_list(const char *value)
 {
 	char	   *copy = pstrdup(value);
-	char	   *item;
-	char	   *next;
+	char	   *rest = copy;
 	StringInfoData entry;
 	struct curl_slist *list = NULL;
 
 	initStringInfo(&entry);
-	for (item = copy; item != NULL; item = next)
+	while (rest != NULL)
 	{
-		char	   *end;
+		char	   *item = wh_next_setting_item(&rest);
 
-		next = strchr(item, ',');
-		if (next)
-			*next++ = '\0';
-		while (*item == ' ' || *item == '\t')
-			item++;
-		end = item + strlen(item);
-		while (end > item && (end[-1] == ' ' || end[-1] == '\t'))
-			*--end = '\0';
 		if (*item == '\0')
 			continue;
 		if (entry.len > 0 && is_address_item(item))
@@ -530,12 +531,12 @@ overrides_list(const char *value)
 			continue;
 		}
 		if (entry.len > 0)
-			list = slist_append_checked(list, entry.data);
+			list = wh_curl_slist_append(list, entry.data);
 		resetStringInfo(&entry);
 		appendStringInfoString(&entry, item);
 	}
 	if (entry.len > 0)
-		list = slist_append_checked(list, entry.data);
+		list = wh_curl_slist_append(list, entry.data);
 	pfree(entry.data);
 	pfree(copy);
 	return list;
@@ -575,6 +576,7 @@ pool_clear(WhEngine *engine)
 	engine->pool_head = 0;
 }
 
+/* take the handle idle longest, or NULL when the pool is empty */
 static CURL *
 pool_get(WhEngine *engine)
 {
@@ -588,6 +590,7 @@ pool_get(WhEngine *engine)
 	return easy;
 }
 
+/* give a handle back to the pool (cleaned up when the pool is full) */
 static void
 pool_put(WhEngine *engine, CURL *easy)
 {
@@ -755,6 +758,7 @@ engine_follow_settings(WhEngine *engine)
 	engine->dns_overrides = MemoryContextStrdup(engine->cxt, overrides);
 }
 
+/* free every curl handle of the engine (reset callback of its memory context) */
 static void
 engine_cleanup(void *arg)
 {
@@ -829,12 +833,14 @@ wh_engine_create(MemoryContext cxt)
 	return engine;
 }
 
+/* free the engine's curl handles now, rather than with its memory context */
 void
 wh_engine_destroy(WhEngine *engine)
 {
 	engine_cleanup(engine);
 }
 
+/* the number of requests added and not yet returned by wh_engine_next_done() */
 int
 wh_engine_running(WhEngine *engine)
 {
@@ -980,6 +986,20 @@ wh_engine_add(WhEngine *engine, WhRequest *req)
 	engine->active++;
 }
 
+/* the wait events that stand for what curl wants of a socket */
+static uint32
+socket_wait_events(const EngineSocket *sock)
+{
+	uint32		ev = 0;
+
+	if (sock->what & CURL_POLL_IN)
+		ev |= WL_SOCKET_READABLE;
+	if (sock->what & CURL_POLL_OUT)
+		ev |= WL_SOCKET_WRITEABLE;
+	return ev;
+}
+
+/* a new wait event set: latch, postmaster death and every socket of curl's */
 static void
 rebuild_wait_set(WhEngine *engine)
 {
@@ -992,15 +1012,9 @@ rebuild_wait_set(WhEngine *engine)
 	AddWaitEventToSet(engine->wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i < engine->nsocks; i++)
 	{
-		uint32		ev = 0;
-
-		if (engine->socks[i].what & CURL_POLL_IN)
-			ev |= WL_SOCKET_READABLE;
-		if (engine->socks[i].what & CURL_POLL_OUT)
-			ev |= WL_SOCKET_WRITEABLE;
 		/* the event carries the generation whose multi handle the socket is in */
-		engine->socks[i].pos = AddWaitEventToSet(engine->wes, ev, engine->socks[i].fd,
-												 NULL, engine->socks[i].owner);
+		engine->socks[i].pos = AddWaitEventToSet(engine->wes, socket_wait_events(&engine->socks[i]),
+												 engine->socks[i].fd, NULL, engine->socks[i].owner);
 	}
 	if (engine->maxevents < engine->nsocks + 2)
 	{
@@ -1120,15 +1134,8 @@ wh_engine_wait(WhEngine *engine, long timeout_ms, uint32 wait_event_info)
 	{
 		/* interest changes of known sockets are cheap modifications */
 		for (i = 0; i < engine->nsocks; i++)
-		{
-			uint32		ev = 0;
-
-			if (engine->socks[i].what & CURL_POLL_IN)
-				ev |= WL_SOCKET_READABLE;
-			if (engine->socks[i].what & CURL_POLL_OUT)
-				ev |= WL_SOCKET_WRITEABLE;
-			ModifyWaitEvent(engine->wes, engine->socks[i].pos, ev, NULL);
-		}
+			ModifyWaitEvent(engine->wes, engine->socks[i].pos,
+							socket_wait_events(&engine->socks[i]), NULL);
 	}
 
 	if (engine_next_timer(engine, &deadline))
@@ -1281,242 +1288,3 @@ wh_engine_next_done(WhEngine *engine)
 	return NULL;
 }
 
-/* ---------------------------------------------------------------------
- * requests
- * ---------------------------------------------------------------------
- */
-
-static struct curl_slist *
-slist_append_checked(struct curl_slist *list, const char *line)
-{
-	struct curl_slist *n = curl_slist_append(list, line);
-
-	if (n == NULL)
-	{
-		if (list)
-			curl_slist_free_all(list);
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	}
-	return n;
-}
-
-/* headers the extension sets itself, which extra headers cannot override */
-static bool
-reserved_header(const char *name, bool has_auth_token)
-{
-	static const char *const reserved[] = {
-		"host", "content-length", "transfer-encoding", "content-type",
-		"connection", "expect", "te", "upgrade", "user-agent", "keep-alive",
-		"proxy-authorization", "trailer"
-	};
-	int			i;
-
-	if (pg_strncasecmp(name, "webhook-", 8) == 0)
-		return true;
-	if (has_auth_token && pg_strcasecmp(name, "authorization") == 0)
-		return true;
-	for (i = 0; i < lengthof(reserved); i++)
-		if (pg_strcasecmp(name, reserved[i]) == 0)
-			return true;
-	return false;
-}
-
-static bool
-is_token_char(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-/*
- * What is wrong with extra headers, or NULL: a JSON object of string values,
- * names that are HTTP tokens and not reserved, values without CR, LF, NUL or
- * other control characters.  Does not throw, so the worker can check rows at
- * send time.
- */
-char *
-wh_extra_headers_problem(Jsonb *headers, bool has_auth_token)
-{
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	char	   *name = NULL;
-	int			count = 0;
-
-	if (headers == NULL)
-		return NULL;
-	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
-		return pstrdup("headers must be a JSON object of header names to string values");
-
-	it = JsonbIteratorInit(&headers->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		int			i;
-
-		if (tok == WJB_KEY)
-		{
-			name = pnstrdup(v.val.string.val, v.val.string.len);
-			if (++count > 32)
-				return pstrdup("too many extra headers (at most 32)");
-			if (v.val.string.len == 0 || v.val.string.len > 256)
-				return psprintf("invalid header name \"%s\" (1 to 256 characters)", name);
-			for (i = 0; i < v.val.string.len; i++)
-				if (!is_token_char((unsigned char) v.val.string.val[i]))
-					return psprintf("invalid header name \"%s\" (only letters, digits and !#$%%&'*+-.^_`|~)", name);
-			if (reserved_header(name, has_auth_token))
-				return psprintf("header \"%s\" is set by the extension and cannot be overridden", name);
-		}
-		else if (tok == WJB_VALUE)
-		{
-			if (v.type != jbvString)
-				return psprintf("value of header \"%s\" must be a string", name);
-			if (v.val.string.len > 8192)
-				return psprintf("value of header \"%s\" is longer than 8192 bytes", name);
-			for (i = 0; i < v.val.string.len; i++)
-			{
-				unsigned char c = (unsigned char) v.val.string.val[i];
-
-				if ((c < 0x20 && c != '\t') || c == 0x7f)
-					return psprintf("value of header \"%s\" contains a control character (CR, LF, NUL, ...)", name);
-			}
-		}
-	}
-	return NULL;
-}
-
-void
-wh_check_extra_headers(Jsonb *headers, bool has_auth_token)
-{
-	char	   *problem = wh_extra_headers_problem(headers, has_auth_token);
-
-	if (problem != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid extra headers: %s", problem),
-				 errhint("Headers are a JSON object such as '{\"X-Source\": \"crm\"}'; "
-						 "Host, Content-Type, Content-Length, Transfer-Encoding, User-Agent, "
-						 "webhook-* and, with an auth token, Authorization are set by the extension.")));
-}
-
-/*
- * The headers of one signed attempt.  Signed now, with the current time:
- * every retry gets a fresh webhook-timestamp and signature, with the same
- * webhook-id.  During a rotation both secrets sign (space separated).
- */
-struct curl_slist *
-wh_build_headers(const char *msg_id, const char *body, const char *secret,
-				 const char *previous_secret, const char *auth_token,
-				 Jsonb *extra_headers)
-{
-	struct curl_slist *list = NULL;
-	int64		ts = (int64) time(NULL);
-	char	   *sig;
-	StringInfoData line;
-
-	initStringInfo(&line);
-	sig = wh_sign(secret, msg_id, ts, body, strlen(body));
-	if (previous_secret != NULL)
-	{
-		char	   *sig2 = wh_sign(previous_secret, msg_id, ts, body, strlen(body));
-
-		sig = psprintf("%s %s", sig, sig2);
-	}
-
-	/* extra headers first, so ours come last and are never shadowed */
-	if (extra_headers != NULL && !JB_ROOT_IS_SCALAR(extra_headers))
-	{
-		JsonbIterator *it = JsonbIteratorInit(&extra_headers->root);
-		JsonbValue	v;
-		JsonbIteratorToken tok;
-
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-		{
-			if (tok == WJB_KEY)
-			{
-				resetStringInfo(&line);
-				appendBinaryStringInfo(&line, v.val.string.val, v.val.string.len);
-				appendStringInfoString(&line, ": ");
-			}
-			else if (tok == WJB_VALUE && v.type == jbvString)
-			{
-				appendBinaryStringInfo(&line, v.val.string.val, v.val.string.len);
-				list = slist_append_checked(list, line.data);
-			}
-		}
-	}
-
-	list = slist_append_checked(list, "Content-Type: application/json");
-	list = slist_append_checked(list, "Expect:");
-	resetStringInfo(&line);
-	appendStringInfo(&line, "webhook-id: %s", msg_id);
-	list = slist_append_checked(list, line.data);
-	resetStringInfo(&line);
-	appendStringInfo(&line, "webhook-timestamp: " INT64_FORMAT, ts);
-	list = slist_append_checked(list, line.data);
-	resetStringInfo(&line);
-	appendStringInfo(&line, "webhook-signature: %s", sig);
-	list = slist_append_checked(list, line.data);
-	if (auth_token != NULL && auth_token[0] != '\0')
-	{
-		resetStringInfo(&line);
-		appendStringInfo(&line, "Authorization: Bearer %s", auth_token);
-		list = slist_append_checked(list, line.data);
-	}
-	pfree(line.data);
-	return list;
-}
-
-/* Make bytes from the network safe to store as text in this database. */
-static char *
-sanitize_text(const char *s, int len)
-{
-	StringInfoData out;
-	int			enc = GetDatabaseEncoding();
-
-	initStringInfo(&out);
-	while (len > 0)
-	{
-		int			ok = pg_encoding_verifymbstr(enc, s, len);
-
-		appendBinaryStringInfo(&out, s, ok);
-		s += ok;
-		len -= ok;
-		if (len > 0)
-		{
-			/* an invalid byte or NUL */
-			appendStringInfoChar(&out, '?');
-			s++;
-			len--;
-		}
-	}
-	return out.data;
-}
-
-/*
- * What a log row says about a failed attempt: the response body when a
- * response arrived, else the transport error.
- */
-char *
-wh_request_error_content(WhRequest *req)
-{
-	if (req->blocked_reason != NULL)
-		return psprintf("connection blocked: the target resolved to a %s", req->blocked_reason);
-	if (req->headers_too_large)
-		return psprintf("response headers exceed %d bytes", WH_MAX_RESPONSE_HEADER_BYTES);
-	if (req->status > 0 && (req->result == CURLE_OK || req->response_truncated))
-	{
-		char	   *body = sanitize_text(req->response.data, req->response.len);
-
-		if (req->response_truncated)
-			return psprintf("%s...[truncated]", body);
-		return body;
-	}
-	if (req->h2_early_close)
-		return pstrdup("the receiver closed the HTTP/2 stream before the request body was sent "
-					   "(an early response, which libcurl " LIBCURL_VERSION " cannot read); "
-					   "the webhook's next attempts use HTTP/1.1");
-	if (req->errbuf[0] != '\0')
-		return psprintf("%s: %s", curl_easy_strerror(req->result),
-						sanitize_text(req->errbuf, strlen(req->errbuf)));
-	return pstrdup(curl_easy_strerror(req->result));
-}
