@@ -31,7 +31,7 @@
 #include "compat.h"
 
 /* the extension version (schema) this library is written for */
-#define WEBHOOKS_VERSION "1.1"
+#define WEBHOOKS_VERSION "1.2"
 #define WEBHOOKS_USER_AGENT "webhooks/" WEBHOOKS_VERSION " (PostgreSQL extension)"
 
 /* SQLSTATE of a failed connection test (class WH: webhooks) */
