@@ -1,6 +1,7 @@
-# Updating a live 1.0 install to 1.1 (ALTER EXTENSION webhooks UPDATE).
+# Updating a live 1.0 install to the current version, 1.2 (through 1.1;
+# ALTER EXTENSION webhooks UPDATE).
 #
-# The node preloads the 1.1 library and installs the extension at version
+# The node preloads the 1.2 library and installs the extension at version
 # 1.0: the worker refuses that schema, says so (with the hint to update) and
 # waits, so everything enqueued stays as a 1.0 install would have it.  The
 # database gets rows of every kind: active and inactive webhooks, one with a
@@ -27,7 +28,7 @@ use WebhooksTest;
 
 my $uuidv7 = qr/^msg_[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}$/;
 my $version_msg =
-  qr/webhooks worker: extension webhooks is at version 1\.0, this library needs 1\.1/;
+  qr/webhooks worker: extension webhooks is at version 1\.0, this library needs 1\.2/;
 
 my $rcv = start_receiver();
 my $node = new_node('upgrade', no_extension => 1);
@@ -71,13 +72,13 @@ sub real
 }
 
 ########################################################################
-# A 1.0 install under the 1.1 library: the worker waits
+# A 1.0 install under the 1.2 library: the worker waits
 ########################################################################
 my $offset = -s $node->logfile;
 sq("CREATE EXTENSION webhooks VERSION '1.0'");
 is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"), '1.0',
 	'the extension is installed at version 1.0');
-ok(log_within($version_msg, $offset, 30), 'the worker logs that the install is at 1.0 and it needs 1.1');
+ok(log_within($version_msg, $offset, 30), 'the worker logs that the install is at 1.0 and it needs 1.2');
 like(slurp_file($node->logfile, $offset),
 	qr/$version_msg\n.*HINT:\s+Run ALTER EXTENSION webhooks UPDATE in database "postgres"\./,
 	'with the hint to run ALTER EXTENSION webhooks UPDATE');
@@ -256,7 +257,7 @@ for my $line (split /\n/, $out)
 	my ($tag, $rest) = split /\|/, $line, 2;
 	push @{ $got{$tag} }, $rest;
 }
-is($got{version}[0], '1.1', 'extversion is 1.1');
+is($got{version}[0], '1.2', 'extversion is 1.2');
 is( join("\n", map { "snap|$_" } @{ $got{snap} }),
 	$before, 'no row lost or changed: counts and digests of every table (per state) are equal');
 note("before:\n$before");
@@ -448,7 +449,7 @@ SQL
 sq('CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION webhooks');
 is($node->safe_psql('fresh', "SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"),
-	'1.1', 'a fresh CREATE EXTENSION installs 1.1');
+	'1.2', 'a fresh CREATE EXTENSION installs 1.2');
 my @updated = sort split /\n/, sq($catalog_sql);
 my @fresh = sort split /\n/, $node->safe_psql('fresh', $catalog_sql);
 my %in_fresh = map { $_ => 1 } @fresh;
