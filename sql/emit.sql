@@ -1,13 +1,6 @@
 -- webhooks.emit(): validation against the event type, the exact stored body,
 -- and transactional enqueueing.
 \set SHOW_CONTEXT never
-CREATE FUNCTION pg_temp.sqlstate(cmd text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE cmd;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    RETURN SQLSTATE;
-END $$;
 
 -- no active webhook: nothing is queued, NULL is returned
 SELECT webhooks.emit('EmailOpens', '{"messageId": 1, "subscriberId": 2, "subscriberEmail": "a@example.com"}') AS no_webhook;
@@ -64,9 +57,9 @@ SELECT webhooks.emit('EmailOpens', '{"eventDate": "infinity", "messageId": 1, "s
 SET webhooks.max_payload_size = 256;
 SELECT webhooks.emit('EmailOpens', jsonb_build_object('messageId', 1, 'subscriberId', 2, 'subscriberEmail', repeat('x', 300)));
 RESET webhooks.max_payload_size;
-SELECT pg_temp.sqlstate($$SELECT webhooks.emit('Nope', '{}')$$) AS unknown_type,
-       pg_temp.sqlstate($$SELECT webhooks.emit('EmailOpens', '{"messageId": "1", "subscriberId": 2, "subscriberEmail": "a"}')$$) AS wrong_type,
-       pg_temp.sqlstate($$SELECT webhooks.emit('EmailOpens', '{"eventDate": "x", "messageId": 1, "subscriberId": 2, "subscriberEmail": "a"}')$$) AS bad_date;
+SELECT regress.sqlstate($$SELECT webhooks.emit('Nope', '{}')$$) AS unknown_type,
+       regress.sqlstate($$SELECT webhooks.emit('EmailOpens', '{"messageId": "1", "subscriberId": 2, "subscriberEmail": "a"}')$$) AS wrong_type,
+       regress.sqlstate($$SELECT webhooks.emit('EmailOpens', '{"eventDate": "x", "messageId": 1, "subscriberId": 2, "subscriberEmail": "a"}')$$) AS bad_date;
 SELECT count(*) = :before AS nothing_queued FROM webhooks.deliveries;
 
 -- transactional: a rolled-back transaction or savepoint leaves nothing

@@ -64,10 +64,13 @@ INSERT INTO ed.refused VALUES
     ('2024-05-10T13:28:23+2'), ('+002024-05-10'), ('2024-05-10T13:28:23 Z'), ('24-05-10');
 
 CREATE TABLE ed.refusals (input text, sqlstate text);
-CREATE PROCEDURE pg_temp.produce() LANGUAGE plpgsql AS $$
+-- a session with this DateStyle and TimeZone inserts the rows and emits
+CREATE PROCEDURE pg_temp.produce(datestyle text, timezone text) LANGUAGE plpgsql AS $$
 DECLARE
     r record;
 BEGIN
+    PERFORM pg_catalog.set_config('DateStyle', datestyle, false);
+    PERFORM pg_catalog.set_config('TimeZone', timezone, false);
     -- row by row (EmailOpens, and single-event EmailClicks straight to the queue)
     FOR r IN SELECT * FROM ed.src ORDER BY message_id LOOP
         INSERT INTO ed.t_tstz VALUES (r.message_id, 1, 'a@example.com', r.tstz);
@@ -93,21 +96,11 @@ BEGIN
     END LOOP;
 END $$;
 
-SET DateStyle = 'ISO, MDY';
-SET TimeZone = 'UTC';
-CALL pg_temp.produce();
-SET DateStyle = 'SQL, DMY';
-SET TimeZone = 'America/New_York';
-CALL pg_temp.produce();
-SET DateStyle = 'German';
-SET TimeZone = 'Asia/Kolkata';
-CALL pg_temp.produce();
-SET DateStyle = 'Postgres, YMD';
-SET TimeZone = 'Pacific/Chatham';
-CALL pg_temp.produce();
-SET DateStyle = 'SQL, MDY';
-SET TimeZone = 'UTC+11';
-CALL pg_temp.produce();
+CALL pg_temp.produce('ISO, MDY', 'UTC');
+CALL pg_temp.produce('SQL, DMY', 'America/New_York');
+CALL pg_temp.produce('German', 'Asia/Kolkata');
+CALL pg_temp.produce('Postgres, YMD', 'Pacific/Chatham');
+CALL pg_temp.produce('SQL, MDY', 'UTC+11');
 RESET DateStyle;
 RESET TimeZone;
 SELECT webhooks._expand_batches(100) AS split;

@@ -2,6 +2,16 @@
 -- and the signing primitives against the Standard Webhooks test vectors.
 CREATE EXTENSION webhooks;
 
+-- for the tests that follow: the SQLSTATE a statement raises, or 'no error'
+CREATE SCHEMA regress;
+CREATE FUNCTION regress.sqlstate(cmd text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE cmd;
+    RETURN 'no error';
+EXCEPTION WHEN others THEN
+    RETURN SQLSTATE;
+END $$;
+
 SELECT event_type, label, fields FROM webhooks.event_types ORDER BY event_type;
 SELECT event_type, example FROM webhooks.event_types ORDER BY event_type;
 

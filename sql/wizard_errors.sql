@@ -4,13 +4,6 @@
 -- here the checks that come before it.)
 \set VERBOSITY default
 \set SHOW_CONTEXT never
-CREATE FUNCTION pg_temp.sqlstate(cmd text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE cmd;
-    RETURN 'no error';
-EXCEPTION WHEN others THEN
-    RETURN SQLSTATE;
-END $$;
 
 -- an active webhook written directly (no connection test; delivery is off here)
 INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active)
@@ -41,12 +34,12 @@ SELECT webhooks.create_webhook('opens', 'EmailSends', 'https://hooks.example.com
 -- ... no other active webhook for the event type (the error names it)
 SELECT webhooks.create_webhook('opens-2', 'EmailOpens', 'https://hooks.example.com/x');
 
-SELECT pg_temp.sqlstate($$SELECT webhooks.create_webhook(NULL, 'EmailOpens', 'https://hooks.example.com/x')$$) AS null_name,
-       pg_temp.sqlstate($$SELECT webhooks.create_webhook('', 'EmailOpens', 'https://hooks.example.com/x')$$) AS empty_name,
-       pg_temp.sqlstate($$SELECT webhooks.create_webhook('x', 'Nope', 'https://hooks.example.com/x')$$) AS unknown_type,
-       pg_temp.sqlstate($$SELECT webhooks.create_webhook('x', 'EmailOpens', 'ftp://hooks.example.com/x')$$) AS bad_url,
-       pg_temp.sqlstate($$SELECT webhooks.create_webhook('opens', 'EmailSends', 'https://hooks.example.com/x')$$) AS name_taken,
-       pg_temp.sqlstate($$SELECT webhooks.create_webhook('o2', 'EmailOpens', 'https://hooks.example.com/x')$$) AS type_taken;
+SELECT regress.sqlstate($$SELECT webhooks.create_webhook(NULL, 'EmailOpens', 'https://hooks.example.com/x')$$) AS null_name,
+       regress.sqlstate($$SELECT webhooks.create_webhook('', 'EmailOpens', 'https://hooks.example.com/x')$$) AS empty_name,
+       regress.sqlstate($$SELECT webhooks.create_webhook('x', 'Nope', 'https://hooks.example.com/x')$$) AS unknown_type,
+       regress.sqlstate($$SELECT webhooks.create_webhook('x', 'EmailOpens', 'ftp://hooks.example.com/x')$$) AS bad_url,
+       regress.sqlstate($$SELECT webhooks.create_webhook('opens', 'EmailSends', 'https://hooks.example.com/x')$$) AS name_taken,
+       regress.sqlstate($$SELECT webhooks.create_webhook('o2', 'EmailOpens', 'https://hooks.example.com/x')$$) AS type_taken;
 
 -- nothing was stored by any of that
 SELECT name, event_type, is_active FROM webhooks.webhooks ORDER BY id;
@@ -65,12 +58,12 @@ UPDATE webhooks.webhooks SET target_url = 'https://hooks.example.com/y' WHERE na
 UPDATE webhooks.webhooks SET name = 'renamed' WHERE name = 'opens';
 UPDATE webhooks.webhooks SET headers = '{"X-A": "b"}' WHERE name = 'opens';
 UPDATE webhooks.webhooks SET secret = webhooks.generate_secret() WHERE name = 'opens';
-SELECT pg_temp.sqlstate($$UPDATE webhooks.webhooks SET event_type = 'EmailSends' WHERE name = 'opens'$$) AS edit_active;
+SELECT regress.sqlstate($$UPDATE webhooks.webhooks SET event_type = 'EmailSends' WHERE name = 'opens'$$) AS edit_active;
 
 -- a second active webhook for the type, by direct DML
 INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active)
 VALUES ('opens-2', 'EmailOpens', 'https://hooks.example.com/opens2', true);
-SELECT pg_temp.sqlstate($$INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active)
+SELECT regress.sqlstate($$INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active)
                           VALUES ('opens-2', 'EmailOpens', 'https://hooks.example.com/o', true)$$) AS second_active;
 -- bad values by direct DML
 INSERT INTO webhooks.webhooks (name, event_type, target_url) VALUES ('bad', 'EmailSends', 'https://127.0.0.1/x');
@@ -111,7 +104,7 @@ SELECT webhooks.emit('EmailOpens', '{"messageId": 1, "subscriberId": 2, "subscri
 UPDATE webhooks.webhooks SET is_active = false WHERE name = 'opens';
 SELECT state, count(*) FROM webhooks.deliveries GROUP BY 1;
 SELECT webhooks.delete_webhook('opens');
-SELECT pg_temp.sqlstate($$SELECT webhooks.delete_webhook('opens')$$) AS delete_held;
+SELECT regress.sqlstate($$SELECT webhooks.delete_webhook('opens')$$) AS delete_held;
 SELECT webhooks.delete_webhook('opens', discard_pending => true);
 SELECT webhook_name, status, error_content LIKE 'discarded: webhook deleted%' AS discarded, outcome,
        webhook_payload->>'eventType' AS event_type

@@ -14,7 +14,8 @@ WebhooksTest - helpers for the webhooks TAP tests
 
   my $rcv  = start_receiver(cert => 'server', secret => $secret);
   my $node = new_node('main', conf => "webhooks.some_setting = 5");
-  $node->safe_psql('postgres', "... '" . $rcv->url('/ok') . "' ...");
+  sq("... '" . $rcv->url('/ok') . "' ...");      # on that node, database postgres
+  poll("SELECT ...", 'what becomes true');       # ok() once it returns t
   my $reqs = $rcv->wait_for_requests(1, 30);
   ok(verify_request($secret, $reqs->[0]), 'delivery is signed');
   ok($reqs->[0]{sig_ok}, 'the receiver agrees');
@@ -23,7 +24,12 @@ WebhooksTest - helpers for the webhooks TAP tests
 =head1 DESCRIPTION
 
 Exports C<certs_dir>, C<start_receiver>, C<new_node>, C<sign>,
-C<verify_signature> and C<verify_request>.
+C<verify_signature>, C<verify_request>, C<lit>, C<redact>, C<payload>,
+C<psql_error>, C<real>, and the helpers that work on the test's node (see
+L</HELPERS ON THE TEST'S NODE>): C<sq>, C<poll>, C<poll_until>,
+C<worker_pid>, C<poll_worker_idle>, C<restart_worker>, C<wait_server_up>,
+C<set_settings>, C<log_since>, C<wait_log_count>, C<msg_of>, C<body_of>,
+C<secret_of>, C<emit>, C<make_webhook> and C<deactivate>.
 
 Everything is written under C<$PostgreSQL::Test::Utils::tmp_check> (that is
 C<$TESTDIR/tmp_check>, or C<./tmp_check> without TESTDIR): the certificates
@@ -63,7 +69,10 @@ use PostgreSQL::Test::Cluster ();
 
 our @EXPORT =
   qw(certs_dir start_receiver new_node sign verify_signature verify_request
-  lit redact payload psql_error);
+  lit redact payload psql_error real
+  sq poll poll_until worker_pid poll_worker_idle restart_worker wait_server_up
+  set_settings log_since wait_log_count msg_of body_of secret_of emit
+  make_webhook deactivate);
 
 # Directory of this file (the repository's test/), absolute.
 my $test_dir = File::Basename::dirname(Cwd::abs_path(__FILE__));
@@ -93,6 +102,7 @@ it, with C<otherca.crt/.key> (signed by it, same names as C<server>).
 
 my $certs_dir;
 
+# the directory of the test certificates, made on first use
 sub certs_dir
 {
 	return $certs_dir if defined $certs_dir;
@@ -131,6 +141,7 @@ receiver does not come up.
 
 =cut
 
+# a running test receiver (a WebhooksTest::Receiver)
 sub start_receiver
 {
 	my (%opt) = @_;
@@ -150,8 +161,9 @@ postgresql.conf:
   webhooks.allow_private_targets = on
 
 followed by C<$opt{conf}> (a string of lines, or an array ref of lines), starts
-the node and runs C<CREATE EXTENSION webhooks> in database postgres.  Other
-options:
+the node and runs C<CREATE EXTENSION webhooks> in database postgres.  The
+first node made is the test's node, on which the helpers below (C<sq>,
+C<poll>, ...) work.  Other options:
 
   init         => { ... }   passed to $node->init (e.g. allows_streaming => 1)
   no_extension => 1         do not CREATE EXTENSION
@@ -163,6 +175,10 @@ PATH).  Returns the node.
 
 =cut
 
+# the first node new_node() made: the one sq(), poll() and the others use
+my $test_node;
+
+# a started node with the extension, configured for the test receiver
 sub new_node
 {
 	my ($name, %opt) = @_;
@@ -172,6 +188,7 @@ sub new_node
 	(my $ca_quoted = $ca) =~ s/'/''/g;
 
 	my $node = PostgreSQL::Test::Cluster->new($name);
+	$test_node //= $node;
 	$node->init(%{ $opt{init} // {} });
 
 	my @conf = (
@@ -229,6 +246,7 @@ character string is UTF-8 encoded first.
 
 =cut
 
+# the webhook-signature header of a message
 sub sign
 {
 	my ($secret, $id, $ts, $body) = @_;
@@ -250,6 +268,7 @@ of the timestamp (the receiver's C<ts_ok> does that).
 
 =cut
 
+# whether a webhook-signature header signs a message under a secret
 sub verify_signature
 {
 	my ($secret, $id, $ts, $body, $sig_header) = @_;
@@ -279,6 +298,7 @@ webhook-id, webhook-timestamp and webhook-signature headers and exact body).
 
 =cut
 
+# whether a logged request is signed with a secret
 sub verify_request
 {
 	my ($secret, $req) = @_;
@@ -295,6 +315,7 @@ C<$s> as an SQL string literal (C<NULL> when undefined).
 
 =cut
 
+# an SQL string literal
 sub lit
 {
 	my ($s) = @_;
@@ -310,6 +331,7 @@ names and diagnostics, which must never show a secret.
 
 =cut
 
+# a string fit to print: its secrets hidden
 sub redact
 {
 	my ($s) = @_;
@@ -324,6 +346,7 @@ messageId (or listId, for the list event types).
 
 =cut
 
+# a valid emit() payload numbered $n
 sub payload
 {
 	my ($type, $n) = @_;
@@ -344,6 +367,7 @@ C<sqlstate>, C<message>, C<detail>, C<hint>.
 
 =cut
 
+# the SQLSTATE, message, detail and hint of SQL that fails
 sub psql_error
 {
 	my ($node, $sql, %opts) = @_;
@@ -364,6 +388,295 @@ sub psql_error
 	return \%e;
 }
 
+=item real($prefix)
+
+A filter for C<-E<gt>requests>, C<-E<gt>count> and C<-E<gt>wait_for_requests>:
+the requests under path C<$prefix> that are deliveries, not the connection
+tests of the wizard (webhook-id C<msg_test_...>).
+
+=cut
+
+# filter: the deliveries (not connection tests) a receiver got under $prefix
+sub real
+{
+	my ($prefix) = @_;
+	return sub {
+		index($_[0]{path}, $prefix) == 0
+		  && ($_[0]{headers}{'webhook-id'} // '') !~ /^msg_test_/;
+	};
+}
+
+=pod
+
+=back
+
+=head1 HELPERS ON THE TEST'S NODE
+
+These work on the first node C<new_node> made in the script (database
+postgres unless said otherwise).
+
+=over
+
+=item sq($sql, %opt)
+
+C<safe_psql> of C<$sql>: its output, dies on an error.  C<db =E<gt> $name>
+runs it in another database; other options go to C<safe_psql> (the default
+C<timeout> is C<$PostgreSQL::Test::Utils::timeout_default>, a timeout dies).
+
+=cut
+
+# run SQL on the test's node, return its output
+sub sq
+{
+	my ($sql, %opt) = @_;
+	my $db = delete $opt{db} // 'postgres';
+	return $test_node->safe_psql($db, $sql,
+		timeout => $PostgreSQL::Test::Utils::timeout_default, %opt);
+}
+
+=item poll_until($sql, $secs, $db)
+
+C<poll_query_until>: true once C<$sql> returns C<t>, false (with a diag)
+after about C<$secs> seconds (default
+C<$PostgreSQL::Test::Utils::timeout_default>).
+
+=item poll($sql, $what, $secs)
+
+C<ok(poll_until($sql, $secs), $what)>.
+
+=cut
+
+# wait until SQL returns t; false after about $secs seconds
+sub poll_until
+{
+	my ($sql, $secs, $db) = @_;
+	local $PostgreSQL::Test::Utils::timeout_default = $secs // $PostgreSQL::Test::Utils::timeout_default;
+	return $test_node->poll_query_until($db // 'postgres', $sql);
+}
+
+# the test that SQL comes to return t (within $secs seconds)
+sub poll
+{
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my ($sql, $what, $secs) = @_;
+	return Test::More::ok(poll_until($sql, $secs), $what);
+}
+
+=item worker_pid()
+
+The pid of the webhooks worker (empty when there is none).
+
+=item poll_worker_idle()
+
+Tests that the worker comes to show C<idle> in pg_stat_activity.  It does
+so only between claims: once it is seen, a reload signalled before the
+query started has been processed.
+
+=item restart_worker()
+
+C<pg_terminate_backend> of the worker, then tests that a new one comes.
+The worker does its maintenance when it starts.
+
+=item wait_server_up($secs)
+
+After a crash: true once the server answers C<SELECT 1> again, false after
+C<$secs> seconds (default C<$PostgreSQL::Test::Utils::timeout_default>).
+
+=cut
+
+# the worker's pid
+sub worker_pid
+{
+	return sq("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker'");
+}
+
+# the test that the worker comes to show idle (between claims)
+sub poll_worker_idle
+{
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	poll(q{SELECT count(*) = 1 FROM pg_stat_activity
+	        WHERE backend_type = 'webhooks worker' AND query = 'idle'},
+		'the worker is idle');
+	return;
+}
+
+# terminate the worker; the test that another one starts
+sub restart_worker
+{
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $old = worker_pid();
+	sq("SELECT pg_terminate_backend($old)");
+	poll("SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'webhooks worker' AND pid <> $old",
+		'the worker comes back');
+	return;
+}
+
+# wait until the server accepts queries again (after a crash restart);
+# psql may fail in several ways meanwhile, IPC::Run even dies on EPIPE
+sub wait_server_up
+{
+	my ($secs) = @_;
+	my $deadline = Time::HiRes::time() + ($secs // $PostgreSQL::Test::Utils::timeout_default);
+	while (Time::HiRes::time() < $deadline)
+	{
+		my $ok = eval {
+			my ($ret, $out) = $test_node->psql('postgres', 'SELECT 1');
+			$ret == 0 && $out eq '1';
+		};
+		return 1 if $ok;
+		Time::HiRes::sleep(0.2);
+	}
+	return 0;
+}
+
+=item set_settings($name => $value, ...)
+
+C<ALTER SYSTEM SET webhooks.$name = $value> for each pair, a reload, then
+tests that a new session sees the values: the postmaster has then re-read
+the files and signalled the worker, which reloads at the top of its loop,
+before it claims anything emitted later.
+
+=cut
+
+# change webhooks.* settings of the running node and wait for the reload
+sub set_settings
+{
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my (@kv) = @_;
+	my (@alter, @check, @names);
+	while (my ($k, $v) = splice(@kv, 0, 2))
+	{
+		push @alter, "ALTER SYSTEM SET webhooks.$k = " . lit($v) . ";";
+		push @check, "current_setting('webhooks.$k') = " . lit($v);
+		push @names, $k;
+	}
+	sq(join "\n", @alter);
+	$test_node->reload;
+	poll('SELECT ' . join(' AND ', @check), 'settings reloaded: ' . join(', ', @names));
+	return;
+}
+
+=item log_since($offset)
+
+The server log from byte C<$offset> on (take C<-s $node-E<gt>logfile> before).
+
+=item wait_log_count($offset, $re, $n, $secs)
+
+Polls (every 100 ms) the server log from C<$offset> until C<$re> matches at
+least C<$n> times or C<$secs> seconds passed; returns the number of matches.
+
+=cut
+
+# the server log from byte $offset on
+sub log_since
+{
+	my ($offset) = @_;
+	return PostgreSQL::Test::Utils::slurp_file($test_node->logfile, $offset);
+}
+
+# wait until the log since $offset matches $re at least $n times; the count
+sub wait_log_count
+{
+	my ($offset, $re, $n, $secs) = @_;
+	my $deadline = Time::HiRes::time() + $secs;
+	my $count;
+	while (1)
+	{
+		$count = () = log_since($offset) =~ /$re/g;
+		return $count if $count >= $n || Time::HiRes::time() > $deadline;
+		Time::HiRes::sleep(0.1);
+	}
+}
+
+=item msg_of($delivery_id), body_of($delivery_id), secret_of($webhook_name)
+
+The webhook-id a delivery is sent with, its stored body, the current secret
+of a webhook.
+
+=cut
+
+# the webhook-id a delivery is sent with
+sub msg_of
+{
+	my ($id) = @_;
+	return sq("SELECT msg_id FROM webhooks.deliveries WHERE id = $id");
+}
+
+# the body stored for a delivery
+sub body_of
+{
+	my ($id) = @_;
+	return sq("SELECT body FROM webhooks.deliveries WHERE id = $id");
+}
+
+# the current secret of a webhook
+sub secret_of
+{
+	my ($name) = @_;
+	return sq("SELECT secret FROM webhooks.webhooks WHERE name = " . lit($name));
+}
+
+=item emit($event_type, $n)
+
+C<webhooks.emit()> of C<payload($event_type, $n)>; tests that it returns a
+delivery id, and returns it.
+
+=cut
+
+# emit one event, return its delivery id
+sub emit
+{
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my ($type, $n) = @_;
+	my $id = sq("SELECT webhooks.emit('$type', '" . payload($type, $n) . "')");
+	Test::More::like($id, qr/^\d+$/, "emit $type #$n returns a delivery id");
+	return $id;
+}
+
+=item make_webhook($rcv, $name, $event_type, $target)
+
+A webhook for C<$event_type> created (and connection-tested) by
+C<create_webhook> against C</ok/$name> of receiver C<$rcv>; when C<$target>
+is given (and differs), it is then deactivated, pointed there and activated
+by a direct UPDATE, which skips the connection test (for targets that fail
+it, or are slow), not the URL validation.  Tests that it is active, adds its
+secret to C<$rcv>'s and returns (id, secret).
+
+=item deactivate($name)
+
+C<webhooks.deactivate_webhook($name)>.
+
+=cut
+
+# create an active webhook, optionally pointed at a target that fails the connection test
+sub make_webhook
+{
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my ($rcv, $name, $type, $target) = @_;
+	my $create = $rcv->url("/ok/$name");
+	sq("SELECT FROM webhooks.create_webhook('$name', '$type', " . lit($create) . ")");
+	if (defined $target && $target ne $create)
+	{
+		sq( "SELECT FROM webhooks.deactivate_webhook('$name');"
+			  . "SELECT FROM webhooks.update_webhook('$name', target_url => " . lit($target) . ");"
+			  . "UPDATE webhooks.webhooks SET is_active = true WHERE name = '$name'");
+	}
+	my $id = sq("SELECT id FROM webhooks.webhooks WHERE name = '$name' AND is_active");
+	Test::More::like($id, qr/^\d+$/, "webhook $name is active");
+	my $secret = secret_of($name);
+	$rcv->add_secret($secret);
+	return ($id, $secret);
+}
+
+# deactivate a webhook
+sub deactivate
+{
+	my ($name) = @_;
+	sq("SELECT FROM webhooks.deactivate_webhook('$name')");
+	return;
+}
+
+# the HMAC key of a whsec_ secret
 sub _key
 {
 	my ($secret) = @_;
@@ -371,6 +684,7 @@ sub _key
 	return decode_base64($b64);
 }
 
+# the bytes that are signed: id.timestamp.body
 sub _signed_content
 {
 	my @parts = @_;
@@ -434,6 +748,10 @@ Empties the log (flaky counters and connection numbers are kept).
 Replaces the secrets the receiver verifies with (it re-reads them on every
 request); with no argument, clears them (C<sig_ok> becomes undef).
 
+=item ->add_secret(@secrets)
+
+Adds secrets to those the receiver verifies with.
+
 =item ->stop
 
 SIGTERM, then waits (SIGKILL after 10 s).  Returns the wait status (0 for a
@@ -458,6 +776,7 @@ use Time::HiRes ();
 # Weak references to every running receiver, stopped in END.
 my %running;
 
+# start receiver.py (or h2receiver.py) and wait for its port file
 sub _start
 {
 	my ($class, %opt) = @_;
@@ -552,11 +871,13 @@ sub _start
 	return $self;
 }
 
+# the receiver's port, directory, request log and pid
 sub port     { return $_[0]{port} }
 sub dir      { return $_[0]{dir} }
 sub log_file { return $_[0]{log_file} }
 sub pid      { return $_[0]{pid} }
 
+# https://127.0.0.1:PORT$path
 sub url
 {
 	my ($self, $path) = @_;
@@ -565,6 +886,7 @@ sub url
 	return "https://127.0.0.1:$self->{port}$path";
 }
 
+# the logged requests, parsed
 sub requests
 {
 	my ($self) = @_;
@@ -586,6 +908,7 @@ sub requests
 	return wantarray ? @out : \@out;
 }
 
+# a request filter (undef, path prefix, qr// or code ref) as a code ref
 sub _matcher
 {
 	my ($filter) = @_;
@@ -597,6 +920,7 @@ sub _matcher
 	return sub { index($_[0]{path}, $filter) == 0 };
 }
 
+# the number of logged requests matching a filter
 sub count
 {
 	my ($self, $filter) = @_;
@@ -604,6 +928,7 @@ sub count
 	return scalar(grep { $match->($_) } $self->requests);
 }
 
+# wait until $n requests match a filter; those that do
 sub wait_for_requests
 {
 	my ($self, $n, $timeout, $filter) = @_;
@@ -628,6 +953,7 @@ sub wait_for_requests
 	return wantarray ? @got : \@got;
 }
 
+# empty the request log
 sub clear_log
 {
 	my ($self) = @_;
@@ -636,9 +962,11 @@ sub clear_log
 	return;
 }
 
+# replace the secrets the receiver verifies with
 sub set_secret
 {
 	my ($self, @secrets) = @_;
+	$self->{secrets} = [@secrets];
 	my $tmp = "$self->{secret_file}.tmp";
 	open my $fh, '>', $tmp or croak "$tmp: $!";
 	print $fh map { "$_\n" } @secrets;
@@ -648,6 +976,15 @@ sub set_secret
 	return;
 }
 
+# add to the secrets the receiver verifies with
+sub add_secret
+{
+	my ($self, @secrets) = @_;
+	$self->set_secret(@{ $self->{secrets} }, @secrets);
+	return;
+}
+
+# stop the receiver; its wait status
 sub stop
 {
 	my ($self) = @_;
@@ -680,6 +1017,7 @@ sub stop
 	return $status;
 }
 
+# stop the receiver when its object goes away
 sub DESTROY
 {
 	my ($self) = @_;

@@ -23,8 +23,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/$(bash "$here/setup.sh" --which)/bin}
 . "$here/lib.sh"
-PYTHON=${PYTHON:-/usr/bin/python3}
-[ -x "$PYTHON" ] || PYTHON=python3
 
 bold=""; dim=""; off=""
 if [ -t 1 ]; then bold=$'\e[1m'; dim=$'\e[2m'; off=$'\e[0m'; fi
@@ -69,12 +67,7 @@ trap 'exit 130' INT TERM
 section "Test CA and HTTPS receiver"
 # ---------------------------------------------------------------------------
 make_test_certs "$tmp/certs"
-"$PYTHON" "$here/receiver.py" --cert "$tmp/certs/server.crt" --key "$tmp/certs/server.key" \
-	--port-file "$tmp/receiver.port" --log "$tmp/requests.jsonl" --exit-with-parent \
-	2>"$tmp/receiver.err" &
-receiver_pid=$!
-for _ in $(seq 100); do [ -s "$tmp/receiver.port" ] && break; sleep 0.05; done
-[ -s "$tmp/receiver.port" ] || { echo "receiver did not start" >&2; cat "$tmp/receiver.err" >&2; exit 1; }
+start_receiver receiver receiver "$here/receiver.py" --log "$tmp/requests.jsonl" --exit-with-parent
 rport=$(cat "$tmp/receiver.port")
 base="https://127.0.0.1:$rport"
 say "test CA:  $tmp/certs/ca.crt (server certificate for 127.0.0.1 / localhost)"

@@ -28,10 +28,7 @@ Needs python3-h2 (Debian's package, installed by test/setup.sh).
 SIGTERM stops it (exit 0).
 """
 
-import argparse
 import asyncio
-import json
-import os
 import signal
 import ssl
 
@@ -42,17 +39,11 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-
-class Log:
-    def __init__(self, path):
-        self.f = open(path, "a", encoding="utf-8")
-
-    def write(self, rec):
-        self.f.write(json.dumps(rec) + "\n")
-        self.f.flush()
+from receiver_common import JsonLog, arg_parser, exit_with_parent, parse_head, tls_context, write_port_file
 
 
 async def serve_h2(reader, writer, log, conn_no, early):
+    """Serve one HTTP/2 connection."""
     config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
     conn = h2.connection.H2Connection(config=config)
     conn.initiate_connection()
@@ -65,6 +56,7 @@ async def serve_h2(reader, writer, log, conn_no, early):
     streams = {}        # stream id -> {"headers": {...}, "body": bytearray}
 
     def answer(sid, complete):
+        """Log stream sid's request and answer it 200 "ok"."""
         st = streams.pop(sid)
         log.write({"protocol": "HTTP/2", "method": st["headers"].get(":method"),
                    "path": st["headers"].get(":path"),
@@ -120,15 +112,10 @@ async def serve_h2(reader, writer, log, conn_no, early):
 
 
 async def serve_h1(reader, writer, log, conn_no):
+    """Serve one HTTP/1.1 connection (keep-alive)."""
     while True:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        method, path, _ = lines[0].split(" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            if ":" in line:
-                k, v = line.split(":", 1)
-                headers[k.strip().lower()] = v.strip()
+        request_line, headers = parse_head(await reader.readuntil(b"\r\n\r\n"))
+        method, path = request_line[0], request_line[1]
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         log.write({"protocol": "HTTP/1.1", "method": method, "path": path, "headers": headers,
                    "body": body.decode("utf-8", "replace"), "body_complete": True, "conn": conn_no})
@@ -137,22 +124,18 @@ async def serve_h1(reader, writer, log, conn_no):
 
 
 async def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cert", required=True)
-    ap.add_argument("--key", required=True)
-    ap.add_argument("--port-file", required=True)
-    ap.add_argument("--log", required=True)
+    """Parse the command line, listen, write the port file, serve until SIGTERM."""
+    ap = arg_parser()
     ap.add_argument("--early", action="store_true")
     ap.add_argument("--exit-with-parent", action="store_true")
     args = ap.parse_args()
 
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(args.cert, args.key)
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
-    log = Log(args.log)
+    ctx = tls_context(args.cert, args.key, ["h2", "http/1.1"])
+    log = JsonLog(args.log, compact=False)
     conns = [0]
 
     async def handle(reader, writer):
+        """One connection, by the protocol ALPN chose."""
         conns[0] += 1
         proto = writer.get_extra_info("ssl_object").selected_alpn_protocol()
         try:
@@ -166,21 +149,11 @@ async def main():
             writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
-    port = server.sockets[0].getsockname()[1]
-    tmp = args.port_file + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("%d\n" % port)
-    os.rename(tmp, args.port_file)
+    write_port_file(args.port_file, server.sockets[0].getsockname()[1])
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-
-    async def watch_parent(parent):
-        while os.getppid() == parent:
-            await asyncio.sleep(1)
-        stop.set()
-
     if args.exit_with_parent:
-        asyncio.ensure_future(watch_parent(os.getppid()))
+        exit_with_parent()
     async with server:
         await stop.wait()
 

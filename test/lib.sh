@@ -1,8 +1,10 @@
 # test/lib.sh: shell helpers shared by test/demo.sh and test/bench/run.sh.
-# Sourced, after the caller has set PGBIN and, before it calls as_pg or
-# start_cluster, tmp (its throwaway directory).
+# Sourced, after the caller has set PGBIN and, before it calls as_pg,
+# start_receiver or start_cluster, tmp (its throwaway directory).
 
 lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PYTHON=${PYTHON:-/usr/bin/python3}
+[ -x "$PYTHON" ] || PYTHON=python3
 
 # build_and_install TOP [setup.sh arguments]: install what is missing, then
 # build and install the extension for $PGBIN's PostgreSQL
@@ -32,6 +34,22 @@ make_test_certs() {
 	bash "$lib_dir/make_certs.sh" "$1"
 	chmod 755 "$1"
 	chmod 644 "$1"/*.crt
+}
+
+# start_receiver LABEL NAME SCRIPT [ARGS]: run the Python HTTPS server SCRIPT
+# (test/receiver.py, test/bench/lat_sink.py) in the background with the
+# certificate of make_test_certs in $tmp/certs, its port file $tmp/NAME.port,
+# its stderr in $tmp/NAME.err, and ARGS; wait until it has written its port
+# (exit, saying LABEL did not start, after 5 s).  Sets receiver_pid (for the
+# caller's clean-up).
+start_receiver() {
+	local label=$1 name=$2 script=$3
+	shift 3
+	"$PYTHON" "$script" --cert "$tmp/certs/server.crt" --key "$tmp/certs/server.key" \
+		--port-file "$tmp/$name.port" "$@" 2>"$tmp/$name.err" &
+	receiver_pid=$!
+	for _ in $(seq 100); do [ -s "$tmp/$name.port" ] && break; sleep 0.05; done
+	[ -s "$tmp/$name.port" ] || { echo "$label did not start" >&2; cat "$tmp/$name.err" >&2; exit 1; }
 }
 
 # start_cluster LABEL CONF: initdb in $tmp/data; socket only, in $tmp/sock,

@@ -77,30 +77,25 @@ commonName = supplied
 basicConstraints       = critical, CA:TRUE
 keyUsage               = critical, keyCertSign, cRLSign
 subjectKeyIdentifier   = hash
-
-[v3_server]
-basicConstraints       = critical, CA:FALSE
-keyUsage               = critical, digitalSignature
-extendedKeyUsage       = serverAuth
-subjectKeyIdentifier   = hash
-authorityKeyIdentifier = keyid, issuer
-subjectAltName         = IP:127.0.0.1, DNS:localhost, DNS:webhooks.test
-
-[v3_wronghost]
-basicConstraints       = critical, CA:FALSE
-keyUsage               = critical, digitalSignature
-extendedKeyUsage       = serverAuth
-subjectKeyIdentifier   = hash
-authorityKeyIdentifier = keyid, issuer
-subjectAltName         = DNS:wrong.example
-
-[v3_selfsigned]
-basicConstraints       = critical, CA:FALSE
-keyUsage               = critical, digitalSignature
-extendedKeyUsage       = serverAuth
-subjectKeyIdentifier   = hash
-subjectAltName         = IP:127.0.0.1, DNS:localhost
 EOF
+
+# server_extensions SECTION SAN [self]: a section of openssl.cnf with the
+# extensions of a server certificate for SAN; issued by a CA (with an
+# authority key identifier) unless "self"
+server_extensions() {
+	printf '\n[%s]\n' "$1"
+	echo "basicConstraints       = critical, CA:FALSE"
+	echo "keyUsage               = critical, digitalSignature"
+	echo "extendedKeyUsage       = serverAuth"
+	echo "subjectKeyIdentifier   = hash"
+	[ "${3:-}" = self ] || echo "authorityKeyIdentifier = keyid, issuer"
+	echo "subjectAltName         = $2"
+}
+{
+	server_extensions v3_server "IP:127.0.0.1, DNS:localhost, DNS:webhooks.test"
+	server_extensions v3_wronghost "DNS:wrong.example"
+	server_extensions v3_selfsigned "IP:127.0.0.1, DNS:localhost" self
+} >>openssl.cnf
 mkdir newcerts
 : > index.txt
 openssl rand -hex 16 > serial
@@ -118,12 +113,12 @@ newkey ca.key
 openssl req -x509 -new -key ca.key -subj "/CN=webhooks test CA" \
 	-extensions v3_ca -days 3650 -sha256 -out ca.crt
 
-# server and wronghost: CSR, then signed by the CA
+# leaf NAME CN EXTENSIONS [CA]: a key and a CSR, signed by CA (default: ca)
 leaf() {
-	local name=$1 cn=$2 ext=$3
+	local name=$1 cn=$2 ext=$3 ca=${4:-ca}
 	newkey "$name.key"
 	openssl req -new -key "$name.key" -subj "/CN=$cn" -out "$name.csr"
-	openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -set_serial "$(serial)" \
+	openssl x509 -req -in "$name.csr" -CA "$ca.crt" -CAkey "$ca.key" -set_serial "$(serial)" \
 		-days 825 -sha256 -extfile openssl.cnf -extensions "$ext" -out "$name.crt" 2>/dev/null
 }
 leaf server 127.0.0.1 v3_server
@@ -133,10 +128,7 @@ leaf wronghost wrong.example v3_wronghost
 newkey ca2.key
 openssl req -x509 -new -key ca2.key -subj "/CN=webhooks test CA 2" \
 	-extensions v3_ca -days 3650 -sha256 -out ca2.crt
-newkey otherca.key
-openssl req -new -key otherca.key -subj "/CN=127.0.0.1" -out otherca.csr
-openssl x509 -req -in otherca.csr -CA ca2.crt -CAkey ca2.key -set_serial "$(serial)" \
-	-days 825 -sha256 -extfile openssl.cnf -extensions v3_server -out otherca.crt 2>/dev/null
+leaf otherca 127.0.0.1 v3_server ca2
 
 # expired: valid 2020-01-01 .. 2020-02-01 only
 newkey expired.key
@@ -151,22 +143,20 @@ newkey selfsigned.key
 openssl req -x509 -new -key selfsigned.key -subj "/CN=127.0.0.1" \
 	-extensions v3_selfsigned -days 825 -sha256 -out selfsigned.crt
 
-# sanity: the good cert verifies against the CA, the others do not
+# sanity: the good certs verify against their CA, the others do not
+# refuted CA CERT: stop if CERT verifies against CA
+refuted() {
+	if openssl verify -CAfile "$1" "$2" >/dev/null 2>&1; then
+		echo "make_certs.sh: $2 unexpectedly verifies against $1" >&2
+		exit 1
+	fi
+}
 openssl verify -CAfile ca.crt server.crt >/dev/null
 openssl verify -CAfile ca.crt wronghost.crt >/dev/null
-if openssl verify -CAfile ca.crt expired.crt >/dev/null 2>&1; then
-	echo "make_certs.sh: expired.crt unexpectedly verifies" >&2
-	exit 1
-fi
-if openssl verify -CAfile ca.crt selfsigned.crt >/dev/null 2>&1; then
-	echo "make_certs.sh: selfsigned.crt unexpectedly verifies" >&2
-	exit 1
-fi
+refuted ca.crt expired.crt
+refuted ca.crt selfsigned.crt
 openssl verify -CAfile ca2.crt otherca.crt >/dev/null
-if openssl verify -CAfile ca.crt otherca.crt >/dev/null 2>&1; then
-	echo "make_certs.sh: otherca.crt unexpectedly verifies against ca.crt" >&2
-	exit 1
-fi
+refuted ca.crt otherca.crt
 
 chmod 600 ./*.key
 chmod 644 ./*.crt

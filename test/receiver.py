@@ -55,15 +55,12 @@ A malformed number in a path answers 400 "bad request".
 SIGTERM and SIGINT stop it cleanly (exit 0).  Quiet unless --verbose.
 """
 
-import argparse
 import base64
 import binascii
 import email.utils
 import hashlib
 import hmac
 import itertools
-import json
-import os
 import re
 import signal
 import socket
@@ -74,6 +71,8 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from receiver_common import JsonLog, arg_parser, exit_with_parent, tls_context, write_port_file
 
 CHUNK = 64 * 1024
 TOLERANCE_S = 300
@@ -113,10 +112,11 @@ def verify(secrets, headers, body):
 
 
 class BadRequest(Exception):
-    pass
+    """A request this receiver cannot parse: answered 400."""
 
 
 class Receiver(ThreadingHTTPServer):
+    """The HTTPS server: TLS per connection thread, the secrets, the request log."""
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
@@ -124,14 +124,14 @@ class Receiver(ThreadingHTTPServer):
     def __init__(self, address, ctx, opts):
         self.ctx = ctx
         self.opts = opts
-        self.log_lock = threading.Lock()
-        self.log_file = open(opts.log, "a", encoding="utf-8")
+        self.log = JsonLog(opts.log)
         self.flaky_lock = threading.Lock()
         self.flaky = {}
         self.conn_seq = itertools.count(1)
         super().__init__(address, Handler)
 
     def server_bind(self):
+        """Bind without the DNS lookup of HTTPServer.server_bind."""
         # HTTPServer.server_bind would call socket.getfqdn(), a DNS lookup.
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
@@ -139,18 +139,21 @@ class Receiver(ThreadingHTTPServer):
         self.server_port = port
 
     def get_request(self):
+        """Accept a connection, its TLS handshake left to its own thread."""
         sock, addr = self.socket.accept()
         # Handshake later, in the connection's own thread (Handler.setup).
         conn = self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return conn, addr
 
     def handle_error(self, request, client_address):
+        """Report a failed connection only with --verbose."""
         # Failed handshakes (a client rejecting our cert) and dropped
         # connections are expected in these tests.
         if self.opts.verbose:
             super().handle_error(request, client_address)
 
     def secrets(self):
+        """The secrets to verify with: --secret, then those in --secret-file now."""
         out = list(self.opts.secret or [])
         if self.opts.secret_file:
             try:
@@ -161,19 +164,19 @@ class Receiver(ThreadingHTTPServer):
         return out
 
     def write_log(self, entry):
-        line = json.dumps(entry, separators=(",", ":")) + "\n"
-        with self.log_lock:
-            self.log_file.write(line)
-            self.log_file.flush()
+        """Append one request to the log."""
+        self.log.write(entry)
 
 
 class Handler(BaseHTTPRequestHandler):
+    """One connection: reads each request, logs it, answers as its path says."""
     protocol_version = "HTTP/1.1"
     server_version = "webhooks-test-receiver/1.0"
     sys_version = ""
     timeout = 300  # idle keep-alive connections are closed after this
 
     def setup(self):
+        """TLS handshake and connection numbering, in the connection's thread."""
         self.request.settimeout(30)
         # headers and body go out in separate writes: without this, Nagle's
         # algorithm and delayed ACKs hold the second one back ~40 ms
@@ -184,14 +187,17 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
 
     def version_string(self):
+        """The Server header (no Python version)."""
         return self.server_version
 
     def log_message(self, fmt, *args):
+        """Access log on stderr, only with --verbose."""
         if self.server.opts.verbose:
             super().log_message(fmt, *args)
 
     # every method goes through the same code
     def do_any(self):
+        """Handle a request of any method; a dropped connection just closes."""
         try:
             self.handle_request()
         except (BrokenPipeError, ConnectionError, TimeoutError, ssl.SSLError):
@@ -200,6 +206,7 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_any
 
     def read_body(self):
+        """The request body, by Content-Length or chunked."""
         te = (self.headers.get("Transfer-Encoding") or "").lower()
         if "chunked" in te:
             parts = []
@@ -237,6 +244,7 @@ class Handler(BaseHTTPRequestHandler):
         return data
 
     def header_dict(self):
+        """The request headers as {lower-cased name: value}, repeated ones joined."""
         out = {}
         for name, value in self.headers.items():
             # http.client decodes header bytes as latin-1; recover UTF-8 text
@@ -309,6 +317,7 @@ class Handler(BaseHTTPRequestHandler):
         return ok
 
     def handle_request(self):
+        """Read, log, then answer one request."""
         self.n_on_conn += 1
         try:
             body = self.read_body()
@@ -372,6 +381,7 @@ class Handler(BaseHTTPRequestHandler):
                     left -= n
 
     def start_answer(self, status, hdrs, length):
+        """Send the status line and headers of an answer."""
         self.send_response(status)
         for k, v in hdrs:
             self.send_header(k, v)
@@ -381,6 +391,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def answer(self, status, hdrs, payload):
+        """Send a whole answer."""
         if status in (204, 304):
             payload = b""
         self.start_answer(status, hdrs, len(payload))
@@ -389,11 +400,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    ap = argparse.ArgumentParser(description="HTTPS webhook receiver for tests")
-    ap.add_argument("--cert", required=True)
-    ap.add_argument("--key", required=True)
-    ap.add_argument("--port-file", required=True)
-    ap.add_argument("--log", required=True)
+    """Parse the command line, listen, write the port file, serve until SIGTERM."""
+    ap = arg_parser("HTTPS webhook receiver for tests")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--secret", action="append", help="whsec_... (repeatable)")
@@ -407,9 +415,7 @@ def main():
         if decode_secret(s) is None:
             ap.error("--secret is not base64: %r" % s)
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(opts.cert, opts.key)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx = tls_context(opts.cert, opts.key, ["http/1.1"])
 
     def stop(signum, frame):
         raise SystemExit(0)
@@ -418,28 +424,17 @@ def main():
     signal.signal(signal.SIGINT, stop)
 
     if opts.exit_with_parent:
-        parent = os.getppid()
-
-        def watch():
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os._exit(0)
-
-        threading.Thread(target=watch, daemon=True).start()
+        exit_with_parent()
 
     server = Receiver((opts.host, opts.port), ctx, opts)
     try:
-        tmp = "%s.tmp.%d" % (opts.port_file, os.getpid())
-        with open(tmp, "w") as f:
-            f.write("%d\n" % server.server_port)
-        os.replace(tmp, opts.port_file)
+        write_port_file(opts.port_file, server.server_port)
         if opts.verbose:
             print("listening on %s:%d" % (opts.host, server.server_port), file=sys.stderr, flush=True)
         server.serve_forever()
     finally:
         server.server_close()
-        with server.log_lock:
-            server.log_file.close()
+        server.log.close()
 
 
 if __name__ == "__main__":

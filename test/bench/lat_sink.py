@@ -12,14 +12,17 @@ Each request is one JSON line in --log: {"t", "path", "id" (webhook-id), "body",
 "conn" (connection number, from 1), "n" (request number on that connection)}.
 """
 
-import argparse
 import asyncio
 import itertools
-import json
 import os
 import signal
 import ssl
+import sys
 import time
+
+# the receivers' common parts are in test/
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from receiver_common import JsonLog, arg_parser, parse_head, tls_context, write_port_file  # noqa: E402
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
 BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -28,7 +31,8 @@ BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r
 CONNS = itertools.count(1)
 
 
-async def handle(reader, writer, logf):
+async def handle(reader, writer, log):
+    """Serve one HTTP/1.1 connection (keep-alive): stamp, log, answer."""
     conn = next(CONNS)
     n_on_conn = 0
     try:
@@ -37,25 +41,17 @@ async def handle(reader, writer, logf):
                 head = await reader.readuntil(b"\r\n\r\n")
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ssl.SSLError):
                 return
-            lines = head.decode("latin-1").split("\r\n")
-            parts = lines[0].split(" ")
+            parts, headers = parse_head(head)
             if len(parts) < 2:
                 writer.write(BAD)
                 return
             path = parts[1]
-            headers = {}
-            for line in lines[1:]:
-                k, _, v = line.partition(":")
-                if k:
-                    headers[k.strip().lower()] = v.strip()
             n = int(headers.get("content-length", "0") or 0)
             body = await reader.readexactly(n) if n else b""
             t = time.time()
             n_on_conn += 1
-            logf.write(json.dumps({"t": t, "path": path, "id": headers.get("webhook-id"),
-                                   "body": body.decode("utf-8", "replace"), "conn": conn, "n": n_on_conn},
-                                  separators=(",", ":")) + "\n")
-            logf.flush()
+            log.write({"t": t, "path": path, "id": headers.get("webhook-id"),
+                       "body": body.decode("utf-8", "replace"), "conn": conn, "n": n_on_conn})
             if path.startswith("/slow/"):
                 try:
                     await asyncio.sleep(float(path.split("/")[2]) / 1000.0)
@@ -73,31 +69,21 @@ async def handle(reader, writer, logf):
 
 
 async def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cert", required=True)
-    ap.add_argument("--key", required=True)
-    ap.add_argument("--port-file", required=True)
-    ap.add_argument("--log", required=True)
-    opts = ap.parse_args()
+    """Parse the command line, listen, write the port file, serve until SIGTERM or SIGINT."""
+    opts = arg_parser().parse_args()
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(opts.cert, opts.key)
-    ctx.set_alpn_protocols(["http/1.1"])
-    logf = open(opts.log, "a", encoding="utf-8")
-    server = await asyncio.start_server(lambda r, w: handle(r, w, logf), "127.0.0.1", 0, ssl=ctx,
+    ctx = tls_context(opts.cert, opts.key, ["http/1.1"])
+    log = JsonLog(opts.log)
+    server = await asyncio.start_server(lambda r, w: handle(r, w, log), "127.0.0.1", 0, ssl=ctx,
                                         backlog=512)
-    port = server.sockets[0].getsockname()[1]
-    tmp = opts.port_file + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("%d\n" % port)
-    os.replace(tmp, opts.port_file)
+    write_port_file(opts.port_file, server.sockets[0].getsockname()[1])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
-    logf.close()
+    log.close()
 
 
 if __name__ == "__main__":

@@ -63,8 +63,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/$(bash "$top/test/setup.sh" --which)/bin}
 . "$top/test/lib.sh"
-PYTHON=${PYTHON:-/usr/bin/python3}
-[ -x "$PYTHON" ] || PYTHON=python3
 
 echo "== set-up =="
 echo "source: $(git -C "$top" log -1 --format='%h %s' 2>/dev/null || echo '(no git)')$(git -C "$top" status --porcelain -- src sql 2>/dev/null | grep -q . && echo ', plus uncommitted changes in src/ or sql/')"
@@ -132,11 +130,7 @@ echo "nginx $(nginx -v 2>&1 | sed 's/.*\///') on https://127.0.0.1:$nginx_port/ 
 	"protocol negotiated by curl: $(curl -s --cacert "$tmp/certs/ca.crt" -o /dev/null -w '%{http_version}' -X POST -d x "https://127.0.0.1:$nginx_port/")"
 
 # the latency sink: stamps each request's arrival, answers in one write
-"$PYTHON" "$here/lat_sink.py" --cert "$tmp/certs/server.crt" --key "$tmp/certs/server.key" \
-	--port-file "$tmp/sink.port" --log "$tmp/sink.jsonl" 2>"$tmp/sink.err" &
-receiver_pid=$!
-for _ in $(seq 100); do [ -s "$tmp/sink.port" ] && break; sleep 0.05; done
-[ -s "$tmp/sink.port" ] || { echo "latency sink did not start" >&2; cat "$tmp/sink.err" >&2; exit 1; }
+start_receiver "latency sink" sink "$here/lat_sink.py" --log "$tmp/sink.jsonl"
 
 # the cluster
 start_cluster "webhooks benchmark" "webhooks.database_name = 'bench'

@@ -405,11 +405,20 @@ for my $kind (sort keys %bad)
 		'--data-binary', $body, $sr->url('/rotated'));
 	$sr->set_secret();
 	curl('--data-binary', $body, $sr->url('/nosecret'));
-	$reqs = $sr->wait_for_requests(2, 10);
+	# and secrets can be added one by one
+	$sr->add_secret($other);
+	$sr->add_secret($secret);
+	curl(
+		'-H', "webhook-id: $id", '-H', "webhook-timestamp: $ts",
+		'-H', 'webhook-signature: ' . sign($secret, $id, $ts, $body),
+		'--data-binary', $body, $sr->url('/added'));
+	$reqs = $sr->wait_for_requests(3, 10);
 	ok($reqs->[0]{sig_ok}, 'set_secret: verified with the new secrets');
 	is_deeply([ map { 0 + $_ } @{ $reqs->[0]{sig_ok_by_secret} } ],
 		[ 0, 1 ], 'set_secret: sig_ok_by_secret per secret');
 	ok(!defined $reqs->[1]{sig_ok}, 'set_secret(): sig_ok null again');
+	is_deeply([ map { 0 + $_ } @{ $reqs->[2]{sig_ok_by_secret} // [] } ],
+		[ 0, 1 ], 'add_secret: the secrets added, in order');
 
 	# a client that connects and never starts TLS does not block others
 	my $idle = IO::Socket::INET->new(
@@ -441,7 +450,7 @@ for my $kind (sort keys %bad)
 	is($sr->stop, undef, 'stop: a second stop is a no-op');
 	$r = curl('--max-time', '5', "https://127.0.0.1:$port/ok");
 	is($r->{exit}, 7, 'stop: nothing listens on the port any more');
-	is(scalar(@{ $sr->requests }), 4, 'the log is still readable after stop');
+	is(scalar(@{ $sr->requests }), 5, 'the log is still readable after stop');
 }
 
 # objects that go away stop their receiver

@@ -334,8 +334,7 @@ for my $kind (sort keys %tls)
 
 	my $got = $rcv->wait_for_requests(1, 30, '/stall/');
 	is(scalar(@$got), 1, 'cancel: the stalled request reached the receiver');
-	ok( $node->poll_query_until('postgres',
-			"SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'cancel_me' AND state = 'active'"),
+	poll("SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'cancel_me' AND state = 'active'",
 		'cancel: the session is waiting');
 	my $t0 = Time::HiRes::time();
 	is( $node->safe_psql('postgres',

@@ -24,16 +24,8 @@ use WebhooksTest;
 my $node = new_node('wizard', conf => 'webhooks.enabled = off');
 my $rcv  = start_receiver();
 
-
-
+# the receiver's URL for a path, as an SQL literal
 sub url { return lit($rcv->url(@_)) }
-
-sub query
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql, timeout => 60);
-}
-
 
 # assert that $sql fails with $state and a message matching $msg
 sub fails_with
@@ -44,12 +36,6 @@ sub fails_with
 	is($e->{sqlstate}, $state, "$what: SQLSTATE $state") or diag(redact($e->{stderr}));
 	like($e->{message} // '', $msg, "$what: message") if defined $msg;
 	return $e;
-}
-
-sub secret_of
-{
-	my ($name) = @_;
-	return query("SELECT secret FROM webhooks.webhooks WHERE name = " . lit($name));
 }
 
 # the v1 entries of a signature header
@@ -81,6 +67,7 @@ sub start_psql
 	return \%s;
 }
 
+# wait for a background psql; its exit code, output, SQLSTATE and message
 sub finish_psql
 {
 	my ($s) = @_;
@@ -104,10 +91,10 @@ sub finish_psql
 ########################################################################
 {
 	$rcv->clear_log;
-	my $r = query("SELECT is_active FROM webhooks.create_webhook('opens', 'EmailOpens', "
+	my $r = sq("SELECT is_active FROM webhooks.create_webhook('opens', 'EmailOpens', "
 		  . url('/ok/opens') . ')');
 	is($r, 't', 'create_webhook returns the webhook, active');
-	is( query(
+	is( sq(
 			"SELECT is_active, event_type, target_url, auth_token IS NULL, headers = '{}' "
 			  . "FROM webhooks.webhooks WHERE name = 'opens'"),
 		"t|EmailOpens|" . $rcv->url('/ok/opens') . "|t|t",
@@ -121,7 +108,7 @@ sub finish_psql
 	is($req->{path}, '/ok/opens', 'at the target URL');
 	is($req->{method}, 'POST', 'a POST');
 	ok(verify_request($secret, $req), 'the test request verifies with the stored secret');
-	my $other = query('SELECT webhooks.generate_secret()');
+	my $other = sq('SELECT webhooks.generate_secret()');
 	ok(!verify_request($other, $req), 'and not with another secret');
 	my $p = eval { JSON::PP::decode_json($req->{body}) } // {};
 	is($p->{eventType}, 'EmailOpens', 'the test payload is of the event type');
@@ -129,7 +116,7 @@ sub finish_psql
 
 	# auth token and extra headers are stored and sent
 	$rcv->clear_log;
-	is( query("SELECT is_active FROM webhooks.create_webhook('clicks', 'EmailClicks', "
+	is( sq("SELECT is_active FROM webhooks.create_webhook('clicks', 'EmailClicks', "
 			  . url('/ok/clicks') . ", auth_token => 'tok123', headers => '{\"X-Source\":\"crm\"}')"),
 		't', 'create_webhook with auth_token and headers');
 	($req) = $rcv->wait_for_requests(1, 10);
@@ -137,7 +124,7 @@ sub finish_psql
 	is($req->{headers}{authorization}, 'Bearer tok123', 'the test request carries the auth token');
 	is($req->{headers}{'x-source'}, 'crm', 'and the extra header');
 	ok(verify_request(secret_of('clicks'), $req), 'and verifies with its stored secret');
-	is(query("SELECT auth_token, headers->>'X-Source' FROM webhooks.webhooks WHERE name = 'clicks'"),
+	is(sq("SELECT auth_token, headers->>'X-Source' FROM webhooks.webhooks WHERE name = 'clicks'"),
 		'tok123|crm', 'auth token and headers are stored');
 }
 
@@ -157,7 +144,7 @@ sub finish_psql
 	ok(index($detail, $req->{body}) >= 0, 'DETAIL carries the payload that was sent')
 	  or diag("detail: $detail\nsent: $req->{body}");
 	like($detail, qr/"eventType"\s*:\s*"EmailSends"/, 'the payload is of the event type');
-	is(query("SELECT count(*) FROM webhooks.webhooks WHERE name = 'sends' OR event_type = 'EmailSends'"),
+	is(sq("SELECT count(*) FROM webhooks.webhooks WHERE name = 'sends' OR event_type = 'EmailSends'"),
 		'0', 'nothing is stored');
 
 	# no response at all: status none, the transport error
@@ -170,7 +157,7 @@ sub finish_psql
 		'WH001', qr/connection test for webhook "sends" failed/, 'connection refused');
 	like($e->{detail} // '', qr/status: none/, 'refused: DETAIL says no status');
 	like($e->{detail} // '', qr/connect/i, 'refused: DETAIL carries the transport error');
-	is(query("SELECT count(*) FROM webhooks.webhooks"), '2', 'refused: nothing is stored');
+	is(sq("SELECT count(*) FROM webhooks.webhooks"), '2', 'refused: nothing is stored');
 }
 
 ########################################################################
@@ -211,7 +198,7 @@ sub finish_psql
 		fails_with("SELECT webhooks.create_webhook($args)", $state, $msg, $what);
 	}
 	is($rcv->count, 0, 'no connection test ran for any of them');
-	is(query('SELECT count(*) FROM webhooks.webhooks'), '2', 'nothing was stored');
+	is(sq('SELECT count(*) FROM webhooks.webhooks'), '2', 'nothing was stored');
 
 	# only the connection test left: WH001
 	fails_with("SELECT webhooks.create_webhook('bounces', 'EmailBounces', $bad500)",
@@ -231,12 +218,12 @@ sub finish_psql
 	like($e->{hint} // '', qr/"opens"/, 'the hint names the active webhook too');
 	is($rcv->count, 0, 'its connection test did not run');
 
-	is(query("SELECT is_active FROM webhooks.deactivate_webhook('opens')"), 'f',
+	is(sq("SELECT is_active FROM webhooks.deactivate_webhook('opens')"), 'f',
 		'deactivate_webhook');
-	is(query("SELECT is_active, deactivated_reason IS NOT NULL FROM webhooks.webhooks WHERE name = 'opens'"),
+	is(sq("SELECT is_active, deactivated_reason IS NOT NULL FROM webhooks.webhooks WHERE name = 'opens'"),
 		'f|t', 'stored inactive, with a reason');
 
-	is(query("SELECT is_active FROM webhooks.create_webhook('opens2', 'EmailOpens', "
+	is(sq("SELECT is_active FROM webhooks.create_webhook('opens2', 'EmailOpens', "
 			  . url('/ok/opens2') . ')'),
 		't', 'after deactivation the second create succeeds');
 	is($rcv->count('/ok/opens2'), 1, 'its connection test ran');
@@ -245,7 +232,7 @@ sub finish_psql
 	fails_with("SELECT webhooks.activate_webhook('opens')", '23505',
 		qr/webhook "opens2" is already active for event type EmailOpens/,
 		'activating the first one again');
-	is(query("SELECT is_active FROM webhooks.webhooks WHERE name = 'opens'"), 'f',
+	is(sq("SELECT is_active FROM webhooks.webhooks WHERE name = 'opens'"), 'f',
 		'it stays inactive');
 	is($rcv->count, 0, 'no connection test ran');
 }
@@ -254,7 +241,7 @@ sub finish_psql
 # the edit rule
 ########################################################################
 {
-	my $before = query("SELECT target_url FROM webhooks.webhooks WHERE name = 'opens2'");
+	my $before = sq("SELECT target_url FROM webhooks.webhooks WHERE name = 'opens2'");
 	fails_with("SELECT webhooks.update_webhook('opens2', target_url => " . url('/ok/edited') . ')',
 		'55000', qr/active and cannot be edited/, 'update_webhook on an active webhook');
 	fails_with("UPDATE webhooks.webhooks SET target_url = " . url('/ok/edited') . " WHERE name = 'opens2'",
@@ -263,14 +250,14 @@ sub finish_psql
 		'55000', qr/active and cannot be edited/, 'direct UPDATE of name on an active webhook');
 	fails_with("UPDATE webhooks.webhooks SET auth_token = 'x' WHERE name = 'opens2'",
 		'55000', qr/active and cannot be edited/, 'direct UPDATE of auth_token on an active webhook');
-	is(query("SELECT target_url FROM webhooks.webhooks WHERE name = 'opens2'"), $before,
+	is(sq("SELECT target_url FROM webhooks.webhooks WHERE name = 'opens2'"), $before,
 		'the active webhook is unchanged');
 
-	query("SELECT webhooks.deactivate_webhook('opens2')");
-	is( query("SELECT target_url FROM webhooks.update_webhook('opens', target_url => "
+	sq("SELECT webhooks.deactivate_webhook('opens2')");
+	is( sq("SELECT target_url FROM webhooks.update_webhook('opens', target_url => "
 			  . url('/status/500') . ')'),
 		$rcv->url('/status/500'), 'update_webhook on an inactive webhook works');
-	is(query("SELECT target_url FROM webhooks.webhooks WHERE name = 'opens'"),
+	is(sq("SELECT target_url FROM webhooks.webhooks WHERE name = 'opens'"),
 		$rcv->url('/status/500'), 'and is stored');
 
 	$rcv->clear_log;
@@ -278,16 +265,16 @@ sub finish_psql
 		qr/connection test for webhook "opens" failed/, 'activation re-runs the connection test');
 	like($e->{detail} // '', qr/status: 500/, 'activation failure: DETAIL carries the status');
 	is($rcv->count('/status/500'), 1, 'the receiver got the test request');
-	is(query("SELECT is_active FROM webhooks.webhooks WHERE name = 'opens'"), 'f',
+	is(sq("SELECT is_active FROM webhooks.webhooks WHERE name = 'opens'"), 'f',
 		'a failed activation leaves it inactive');
 
 	is( $node->psql('postgres',
 			"UPDATE webhooks.webhooks SET target_url = " . url('/ok/back') . " WHERE name = 'opens'"),
 		0, 'direct UPDATE of an inactive webhook works');
 	$rcv->clear_log;
-	is(query("SELECT is_active FROM webhooks.activate_webhook('opens')"), 't',
+	is(sq("SELECT is_active FROM webhooks.activate_webhook('opens')"), 't',
 		'activation with a working target succeeds');
-	is(query("SELECT is_active FROM webhooks.webhooks WHERE name = 'opens'"), 't', 'stored active');
+	is(sq("SELECT is_active FROM webhooks.webhooks WHERE name = 'opens'"), 't', 'stored active');
 	my ($req) = $rcv->wait_for_requests(1, 10);
 	is($req->{path} // '', '/ok/back', 'the receiver got the test request at the new URL');
 	ok(verify_request(secret_of('opens'), $req), 'signed with the stored secret');
@@ -297,39 +284,39 @@ sub finish_psql
 # delete_webhook (the worker is off: emitted events stay queued)
 ########################################################################
 {
-	is(query("SELECT count(*) FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id WHERE w.name = 'opens2'"),
+	is(sq("SELECT count(*) FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id WHERE w.name = 'opens2'"),
 		'0', 'opens2 has no deliveries');
 	is($node->psql('postgres', "SELECT webhooks.delete_webhook('opens2')"), 0,
 		'delete_webhook on an inactive webhook without deliveries');
-	is(query("SELECT count(*) FROM webhooks.webhooks WHERE name = 'opens2'"), '0', 'it is gone');
+	is(sq("SELECT count(*) FROM webhooks.webhooks WHERE name = 'opens2'"), '0', 'it is gone');
 
-	my $id = query("SELECT id FROM webhooks.webhooks WHERE name = 'opens'");
+	my $id = sq("SELECT id FROM webhooks.webhooks WHERE name = 'opens'");
 	$rcv->clear_log;
-	my $delivery = query(
+	my $delivery = sq(
 		q{SELECT webhooks.emit('EmailOpens', '{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}')});
 	like($delivery, qr/^\d+$/, 'emit queues a delivery for the active webhook');
-	my $body = query("SELECT body FROM webhooks.deliveries WHERE id = $delivery");
-	is(query("SELECT state FROM webhooks.deliveries WHERE id = $delivery"), 'pending',
+	my $body = sq("SELECT body FROM webhooks.deliveries WHERE id = $delivery");
+	is(sq("SELECT state FROM webhooks.deliveries WHERE id = $delivery"), 'pending',
 		'the delivery is pending (worker off)');
-	query("SELECT webhooks.deactivate_webhook('opens')");
-	is(query("SELECT state FROM webhooks.deliveries WHERE id = $delivery"), 'held',
+	sq("SELECT webhooks.deactivate_webhook('opens')");
+	is(sq("SELECT state FROM webhooks.deliveries WHERE id = $delivery"), 'held',
 		'deactivation holds it');
 
 	fails_with("SELECT webhooks.delete_webhook('opens')", '55006',
 		qr/undelivered/, 'delete_webhook while a delivery is held');
-	is(query("SELECT count(*) FROM webhooks.webhooks WHERE name = 'opens'"), '1',
+	is(sq("SELECT count(*) FROM webhooks.webhooks WHERE name = 'opens'"), '1',
 		'the webhook is still there');
-	is(query("SELECT state FROM webhooks.deliveries WHERE id = $delivery"), 'held',
+	is(sq("SELECT state FROM webhooks.deliveries WHERE id = $delivery"), 'held',
 		'the delivery is still held');
 	fails_with("DELETE FROM webhooks.webhooks WHERE name = 'opens'", '55006',
 		qr/undelivered/, 'direct DELETE while a delivery is held');
 
 	is($node->psql('postgres', "SELECT webhooks.delete_webhook('opens', discard_pending => true)"),
 		0, 'delete_webhook with discard_pending => true');
-	is(query("SELECT count(*) FROM webhooks.webhooks WHERE name = 'opens'"), '0', 'the webhook is gone');
-	is(query("SELECT count(*) FROM webhooks.deliveries WHERE id = $delivery"), '0',
+	is(sq("SELECT count(*) FROM webhooks.webhooks WHERE name = 'opens'"), '0', 'the webhook is gone');
+	is(sq("SELECT count(*) FROM webhooks.deliveries WHERE id = $delivery"), '0',
 		'the delivery is gone');
-	is( query(
+	is( sq(
 			"SELECT count(*), min(webhook_name), min(outcome), bool_and(webhook_payload::text = "
 			  . lit($body) . ") FROM webhooks.webhook_logs WHERE webhook_id = $id AND delivery_id = $delivery"),
 		'1|opens|discarded|t',
@@ -342,31 +329,31 @@ sub finish_psql
 ########################################################################
 {
 	$rcv->clear_log;
-	is(query("SELECT is_active FROM webhooks.create_webhook('rot', 'EmailBounces', " . url('/ok/rot') . ')'),
+	is(sq("SELECT is_active FROM webhooks.create_webhook('rot', 'EmailBounces', " . url('/ok/rot') . ')'),
 		't', 'create a webhook to rotate');
 	my $old = secret_of('rot');
 
-	my $new = query("SELECT webhooks.rotate_secret('rot')");
+	my $new = sq("SELECT webhooks.rotate_secret('rot')");
 	ok($new =~ /^whsec_[A-Za-z0-9+\/]{32,}={0,2}$/, 'rotate_secret returns a whsec_ secret');
 	ok($new ne $old, 'a new one');
 	ok(secret_of('rot') eq $new, 'stored as the secret');
-	ok(query("SELECT previous_secret FROM webhooks.webhooks WHERE name = 'rot'") eq $old,
+	ok(sq("SELECT previous_secret FROM webhooks.webhooks WHERE name = 'rot'") eq $old,
 		'the old one is kept as previous_secret');
-	is(query("SELECT previous_secret_expires_at > now() FROM webhooks.webhooks WHERE name = 'rot'"),
+	is(sq("SELECT previous_secret_expires_at > now() FROM webhooks.webhooks WHERE name = 'rot'"),
 		't', 'for a grace period');
 
 	# switch the worker on
-	query("ALTER SYSTEM SET webhooks.enabled = on; SELECT pg_reload_conf();");
-	ok($node->poll_query_until('postgres', 'SHOW webhooks.enabled', 'on'),
+	sq("ALTER SYSTEM SET webhooks.enabled = on; SELECT pg_reload_conf();");
+	poll("SELECT current_setting('webhooks.enabled') = 'on'",
 		'worker enabled');
 
 	$rcv->clear_log;
-	my $delivery = query(
+	my $delivery = sq(
 		q{SELECT webhooks.emit('EmailBounces', '{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}')});
 	my ($req) = $rcv->wait_for_requests(1, 30, '/ok/rot');
 	ok(defined $req, 'the worker delivered the event');
 	$req //= { headers => {} };
-	my $body = query("SELECT body FROM webhooks.deliveries WHERE id = $delivery");
+	my $body = sq("SELECT body FROM webhooks.deliveries WHERE id = $delivery");
 	is($req->{body}, $body, 'the delivery carries the queued body');
 	my @sigs = sig_entries($req);
 	is(scalar(@sigs), 2, 'the delivery carries two v1 signatures');
@@ -381,14 +368,13 @@ sub finish_psql
 		  && verify_signature($old, $h->{'webhook-id'}, $h->{'webhook-timestamp'}, $req->{body}, $sigs[0])
 		  != verify_signature($old, $h->{'webhook-id'}, $h->{'webhook-timestamp'}, $req->{body}, $sigs[1]),
 		'one signature per secret');
-	ok($node->poll_query_until('postgres',
-			"SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $delivery"),
+	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $delivery",
 		'the delivery is recorded as delivered');
 
 	# the next connection test (activation) is signed with both secrets too
-	query("SELECT webhooks.deactivate_webhook('rot')");
+	sq("SELECT webhooks.deactivate_webhook('rot')");
 	$rcv->clear_log;
-	is(query("SELECT is_active FROM webhooks.activate_webhook('rot')"), 't', 're-activate after rotation');
+	is(sq("SELECT is_active FROM webhooks.activate_webhook('rot')"), 't', 're-activate after rotation');
 	($req) = $rcv->wait_for_requests(1, 10, '/ok/rot');
 	$req //= { headers => {} };
 	@sigs = sig_entries($req);
@@ -426,14 +412,14 @@ sub finish_psql
 		  or diag($s{$l}{err});
 		like($s{$l}{message} // '', qr/webhook "$w" is already active for event type Subscriptions/,
 			"race: the error names the winner $w");
-		is(query("SELECT string_agg(name || ':' || is_active, ',') FROM webhooks.webhooks WHERE event_type = 'Subscriptions'"),
+		is(sq("SELECT string_agg(name || ':' || is_active, ',') FROM webhooks.webhooks WHERE event_type = 'Subscriptions'"),
 			"$w:true", 'race: only the winner is stored, active');
 	}
 	else
 	{
 		fail('race: one winner and one loser');
 	}
-	is(query("SELECT count(*) FROM webhooks.webhooks WHERE is_active GROUP BY event_type ORDER BY 1 DESC LIMIT 1"),
+	is(sq("SELECT count(*) FROM webhooks.webhooks WHERE is_active GROUP BY event_type ORDER BY 1 DESC LIMIT 1"),
 		'1', 'at most one active webhook per event type overall');
 }
 

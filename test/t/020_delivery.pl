@@ -22,90 +22,12 @@ use WebhooksTest;
 my $rcv = start_receiver();
 my $node = new_node('delivery', conf => "webhooks.retry_schedule = '1s, 1s'");
 
-my @all_secrets;
-
-sub sq
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
-# the webhook-id a delivery is sent with
-sub msg_of
-{
-	my ($id) = @_;
-	return sq("SELECT msg_id FROM webhooks.deliveries WHERE id = $id");
-}
-
-sub poll
-{
-	my ($sql, $what) = @_;
-	ok($node->poll_query_until('postgres', $sql), $what);
-}
-
 # change settings of the running node (the worker reloads on SIGHUP)
 sub set_conf
 {
 	my (@lines) = @_;
 	$node->append_conf('postgresql.conf', join("\n", @lines) . "\n");
 	$node->reload;
-}
-
-# requests that $r received under $prefix, without connection tests
-sub real
-{
-	my ($prefix) = @_;
-	return sub {
-		index($_[0]{path}, $prefix) == 0
-		  && ($_[0]{headers}{'webhook-id'} // '') !~ /^msg_test_/;
-	};
-}
-
-# A webhook for $type whose deliveries go to $target.  It is created (and
-# connection-tested) against /ok/<name> on the main receiver; when $target
-# differs it is deactivated, pointed at $target and activated by a direct
-# UPDATE, which skips the connection test (targets that fail it).
-sub make_webhook
-{
-	my ($name, $type, $target) = @_;
-	my $create = $rcv->url("/ok/$name");
-	$target //= $create;
-	sq("SELECT * FROM webhooks.create_webhook('$name', '$type', '$create')");
-	if ($target ne $create)
-	{
-		sq( "SELECT webhooks.deactivate_webhook('$name');"
-			  . "SELECT webhooks.update_webhook('$name', target_url => '$target');"
-			  . "UPDATE webhooks.webhooks SET is_active = true WHERE name = '$name'"
-		);
-	}
-	my ($id, $secret) = split /\|/,
-	  sq("SELECT id, secret FROM webhooks.webhooks WHERE name = '$name'");
-	push @all_secrets, $secret;
-	$rcv->set_secret(@all_secrets);
-	return ($id, $secret);
-}
-
-
-# emit one event, return its delivery id
-sub emit
-{
-	my ($type, $n) = @_;
-	my $p = payload($type, $n);
-	my $id = sq("SELECT webhooks.emit('$type', '$p')");
-	like($id, qr/^\d+$/, "emit $type #$n returns a delivery id");
-	return $id;
-}
-
-sub body_of
-{
-	my ($id) = @_;
-	return sq("SELECT body FROM webhooks.deliveries WHERE id = $id");
-}
-
-sub state_of
-{
-	my ($id) = @_;
-	return sq("SELECT state FROM webhooks.deliveries WHERE id = $id");
 }
 
 # the log rows of a delivery, one "attempt|status|error|outcome|next set" line each
@@ -131,6 +53,42 @@ sub check_request
 	ok($req->{ts_ok}, "$what: webhook-timestamp is current whole seconds");
 }
 
+# The first attempt of delivery $d (webhook $name, id $wid) failed without
+# an answer (refused, timed out, TLS): tests its log row (status NULL, the
+# payload, outcome retry, a retry scheduled); returns its error_content.
+sub failed_without_answer
+{
+	my ($d, $wid, $name, $what) = @_;
+	poll("SELECT count(*) = 1 FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1",
+		"$what writes a log row");
+	my ($row, $err) = split /\n/, sq(
+		"SELECT webhook_name = '$name', webhook_id = $wid, status IS NULL,
+		        webhook_payload::text = (SELECT body FROM webhooks.deliveries WHERE id = $d),
+		        outcome, next_attempt_at IS NOT NULL
+		   FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1;
+		 SELECT error_content FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1");
+	is($row, 't|t|t|t|retry|t', "$what: log row: status NULL, the payload, outcome retry");
+	note("error_content: $err");
+	return $err;
+}
+
+# The deliveries @$ids end delivered and each arrives once under $path,
+# with its own webhook-id: tests those, and check_request on each request.
+sub delivered_once
+{
+	my ($ids, $path, $secret, $what) = @_;
+	my $list = join ',', @$ids;
+	poll("SELECT count(*) = " . scalar(@$ids)
+		  . " FROM webhooks.deliveries WHERE id IN ($list) AND state = 'delivered'",
+		"$what are delivered");
+	my $reqs = $rcv->wait_for_requests(scalar(@$ids), 30, real($path));
+	is_deeply([ sort map { $_->{headers}{'webhook-id'} } @$reqs ],
+		[ sort map { msg_of($_) } @$ids ], "$what: each arrived once, with its webhook-id");
+	my %id_of = map { msg_of($_) => $_ } @$ids;
+	check_request($_, $id_of{ $_->{headers}{'webhook-id'} }, $secret, $what) for @$reqs;
+	return;
+}
+
 # nothing queued and the worker asleep in its wait (not polling the queue)
 my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
   WHERE backend_type = 'webhooks worker' AND wait_event_type = 'Extension'
@@ -140,7 +98,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 # A successful delivery
 ########################################################################
 {
-	my ($wid, $secret) = make_webhook('basic', 'EmailOpens');
+	my ($wid, $secret) = make_webhook($rcv, 'basic', 'EmailOpens');
 	my @tests = $rcv->wait_for_requests(1, 30, '/ok/basic');
 	like($tests[0]{headers}{'webhook-id'}, qr/^msg_test_/,
 		'create_webhook ran a connection test against the target');
@@ -187,7 +145,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 # A 500 answer is logged exactly
 ########################################################################
 {
-	my ($wid, $secret) = make_webhook('fail500', 'EmailClicks', $rcv->url('/status/500/log'));
+	my ($wid, $secret) = make_webhook($rcv, 'fail500', 'EmailClicks', $rcv->url('/status/500/log'));
 	my $d = emit('EmailClicks', 10);
 	poll("SELECT count(*) = 1 FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1",
 		'a failed attempt writes a log row');
@@ -221,18 +179,9 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 	  or die "bind: $!";
 	my $port = $sock->sockport;
 	close $sock;    # nothing listens there any more
-	my ($wid) = make_webhook('refused', 'EmailDeliveries', "https://127.0.0.1:$port/ok");
+	my ($wid) = make_webhook($rcv, 'refused', 'EmailDeliveries', "https://127.0.0.1:$port/ok");
 	my $d = emit('EmailDeliveries', 20);
-	poll("SELECT count(*) = 1 FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1",
-		'a refused connection writes a log row');
-	my ($row, $err) = split /\n/, sq(
-		"SELECT webhook_name = 'refused', webhook_id = $wid, status IS NULL,
-		        webhook_payload::text = (SELECT body FROM webhooks.deliveries WHERE id = $d),
-		        outcome, next_attempt_at IS NOT NULL
-		   FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1;
-		 SELECT error_content FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1");
-	is($row, 't|t|t|t|retry|t', 'log row: status NULL, the payload, outcome retry');
-	note("error_content: $err");
+	my $err = failed_without_answer($d, $wid, 'refused', 'a refused connection');
 	like($err, qr/connect/i, 'error_content is the transport error');
 	like($err, qr/refused|couldn't connect|failed to connect/i, '... about the refused connection');
 	poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
@@ -243,7 +192,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 # 500, 500, then 200: retried with the same webhook-id, signed each time
 ########################################################################
 {
-	my ($wid, $secret) = make_webhook('flaky', 'EmailBounces', $rcv->url('/flaky/2/k1'));
+	my ($wid, $secret) = make_webhook($rcv, 'flaky', 'EmailBounces', $rcv->url('/flaky/2/k1'));
 	my $d = emit('EmailBounces', 30);
 	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
 		'the flaky delivery ends delivered');
@@ -262,7 +211,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 # 429 with Retry-After: 2
 ########################################################################
 {
-	my ($wid, $secret) = make_webhook('slowdown', 'EmailComplaints', $rcv->url('/retry-after/2'));
+	my ($wid, $secret) = make_webhook($rcv, 'slowdown', 'EmailComplaints', $rcv->url('/retry-after/2'));
 	my $d = emit('EmailComplaints', 40);
 	poll("SELECT count(*) = 1 FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1",
 		'a 429 writes a log row');
@@ -289,16 +238,9 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 ########################################################################
 {
 	set_conf("webhooks.timeout = '1s'");
-	my ($wid) = make_webhook('timeout', 'Subscriptions', $rcv->url('/slow/5000'));
+	my ($wid) = make_webhook($rcv, 'timeout', 'Subscriptions', $rcv->url('/slow/5000'));
 	my $d = emit('Subscriptions', 50);
-	poll("SELECT count(*) = 1 FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1",
-		'a timed-out request writes a log row');
-	my ($row, $err) = split /\n/, sq(
-		"SELECT status IS NULL, outcome, webhook_name FROM webhooks.webhook_logs
-		  WHERE delivery_id = $d AND attempt = 1;
-		 SELECT error_content FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1");
-	is($row, 't|retry|timeout', 'log row: status NULL, outcome retry');
-	note("error_content: $err");
+	my $err = failed_without_answer($d, $wid, 'timeout', 'a timed-out request');
 	like($err, qr/time(d)? ?out/i, 'error_content mentions the timeout');
 	poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
 		'the timed-out delivery ends dead');
@@ -309,7 +251,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 # 410 Gone deactivates the webhook and holds the delivery
 ########################################################################
 {
-	my ($wid, $secret) = make_webhook('gone', 'Confirmations', $rcv->url('/gone'));
+	my ($wid, $secret) = make_webhook($rcv, 'gone', 'Confirmations', $rcv->url('/gone'));
 	my $d = emit('Confirmations', 60);
 	poll("SELECT NOT is_active FROM webhooks.webhooks WHERE id = $wid",
 		'410 Gone deactivates the webhook');
@@ -333,16 +275,9 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 ########################################################################
 {
 	my $bad = start_receiver(cert => 'selfsigned');
-	my ($wid) = make_webhook('tls', 'Unsubscriptions', $bad->url('/ok'));
+	my ($wid) = make_webhook($rcv, 'tls', 'Unsubscriptions', $bad->url('/ok'));
 	my $d = emit('Unsubscriptions', 70);
-	poll("SELECT count(*) = 1 FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1",
-		'a TLS failure writes a log row');
-	my ($row, $err) = split /\n/, sq(
-		"SELECT status IS NULL, outcome, webhook_name FROM webhooks.webhook_logs
-		  WHERE delivery_id = $d AND attempt = 1;
-		 SELECT error_content FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1");
-	is($row, 't|retry|tls', 'log row: status NULL, outcome retry');
-	note("error_content: $err");
+	my $err = failed_without_answer($d, $wid, 'tls', 'a TLS failure');
 	like($err, qr/certificate/i, 'error_content is about the certificate');
 	poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
 		'the TLS-failing delivery ends dead');
@@ -388,6 +323,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 		'the queue never held the rolled-back events');
 }
 
+# (id, secret) of a webhook made earlier
 sub make_webhook_existing
 {
 	my ($name) = @_;
@@ -428,13 +364,7 @@ sub make_webhook_existing
 		'webhook_stats counts them as held');
 
 	sq("SELECT webhooks.activate_webhook('basic')");
-	poll("SELECT count(*) = 3 FROM webhooks.deliveries WHERE id IN ($list) AND state = 'delivered'",
-		'activated, the held deliveries are delivered');
-	my $reqs = $rcv->wait_for_requests(3, 30, real('/ok/basic'));
-	is_deeply([ sort map { $_->{headers}{'webhook-id'} } @$reqs ],
-		[ sort map { msg_of($_) } @ids ], 'each held delivery arrived once');
-	my %id_of = map { msg_of($_) => $_ } @ids;
-	check_request($_, $id_of{ $_->{headers}{'webhook-id'} }, $secret, 'released') for @$reqs;
+	delivered_once(\@ids, '/ok/basic', $secret, 'activated, the held deliveries');
 }
 
 ########################################################################
@@ -486,7 +416,7 @@ sub make_webhook_existing
 {
 	set_conf("webhooks.retry_schedule = '1s'");
 	sq("SELECT webhooks.deactivate_webhook('fail500')");
-	my ($wid, $secret) = make_webhook('dying', 'EmailClicks', $rcv->url('/status/500/dying'));
+	my ($wid, $secret) = make_webhook($rcv, 'dying', 'EmailClicks', $rcv->url('/status/500/dying'));
 	my @ids = map { emit('EmailClicks', $_) } 501 .. 503;
 	my $list = join ',', @ids;
 	poll("SELECT count(*) = 3 FROM webhooks.deliveries WHERE id IN ($list) AND state = 'dead'",
@@ -510,13 +440,7 @@ sub make_webhook_existing
 	is(sq("SELECT count(*) FROM webhooks.deliveries WHERE id IN ($ids[1], $ids[2]) AND state = 'dead'"),
 		'2', 'the others are still dead');
 	is(sq("SELECT webhooks.redeliver_dead('dying')"), '2', 'redeliver_dead(name) queues the other two');
-	poll("SELECT count(*) = 3 FROM webhooks.deliveries WHERE id IN ($list) AND state = 'delivered'",
-		'all three are delivered');
-	my $reqs = $rcv->wait_for_requests(3, 30, real('/ok/dying'));
-	is_deeply([ sort map { $_->{headers}{'webhook-id'} } @$reqs ],
-		[ sort map { msg_of($_) } @ids ], 'each arrived once, with its original webhook-id');
-	my %id_of = map { msg_of($_) => $_ } @ids;
-	check_request($_, $id_of{ $_->{headers}{'webhook-id'} }, $secret, 'redelivered') for @$reqs;
+	delivered_once(\@ids, '/ok/dying', $secret, 'redelivered, all three');
 	is(sq("SELECT count(*) FROM webhooks.dead_deliveries WHERE delivery_id IN ($list)"), '0',
 		'dead_deliveries no longer lists them');
 }

@@ -19,8 +19,6 @@ my $rcv = start_receiver();
 my $node = new_node('batches',
 	conf => "webhooks.retry_schedule = '1s, 1s'\nwebhooks.max_concurrency = 32");
 
-sub sq { return $node->safe_psql('postgres', $_[0]); }
-
 sq(<<'SQL');
 CREATE SCHEMA app;
 CREATE TABLE app.email_opens (id bigserial PRIMARY KEY, message_id bigint, subscriber_id bigint,
@@ -42,8 +40,7 @@ is(sq("SELECT count(*) FROM webhooks.event_batches"), '0', 'a rolled-back statem
 my $n = 10001;
 sq("INSERT INTO app.email_opens (message_id, subscriber_id, subscriber_email)
     SELECT 500000 + g, g, 'user' || g || '\@example.com' FROM generate_series(1, $n) g");
-ok( $node->poll_query_until('postgres',
-		"SELECT count(*) = $n FROM webhooks.deliveries WHERE state = 'delivered'", 't'),
+poll("SELECT count(*) = $n FROM webhooks.deliveries WHERE state = 'delivered'",
 	"all $n events delivered");
 is(sq("SELECT count(*) FROM webhooks.event_batches"), '0', 'no batch left');
 is(sq("SELECT count(*) FROM webhooks.deliveries"), "$n", 'one delivery per row');
@@ -78,22 +75,19 @@ sq("BEGIN; UPDATE webhooks.webhooks SET is_active = true WHERE name = 'opens';
     INSERT INTO app.email_opens (message_id, subscriber_id, subscriber_email)
     SELECT 900000 + g, g, 'held' || g || '\@example.com' FROM generate_series(1, 5) g;
     UPDATE webhooks.webhooks SET is_active = false WHERE name = 'opens'; COMMIT;");
-ok( $node->poll_query_until('postgres',
-		"SELECT count(*) = 5 FROM webhooks.deliveries WHERE state = 'held'", 't'),
+poll("SELECT count(*) = 5 FROM webhooks.deliveries WHERE state = 'held'",
 	'the batch of an inactive webhook is split into held deliveries');
 is(sq("SELECT count(*) FROM webhooks.event_batches"), '0', 'and the batch is gone');
 sq("SELECT webhooks.activate_webhook('opens')");
-ok( $node->poll_query_until('postgres',
-		"SELECT count(*) = $n + 5 FROM webhooks.deliveries WHERE state = 'delivered'", 't'),
+poll("SELECT count(*) = $n + 5 FROM webhooks.deliveries WHERE state = 'delivered'",
 	'activation delivers them');
 
 # deleting a webhook with queued batches: refused, unless discarded and logged
 sq("ALTER SYSTEM SET webhooks.enabled = off; SELECT pg_reload_conf();");
-ok($node->poll_query_until('postgres', "SELECT current_setting('webhooks.enabled') = 'off'", 't'),
+poll("SELECT current_setting('webhooks.enabled') = 'off'",
 	'worker paused');
 # wait until the worker has seen the reload (its activity says paused)
-ok( $node->poll_query_until('postgres',
-		"SELECT query LIKE 'paused%' FROM pg_stat_activity WHERE backend_type = 'webhooks worker'", 't'),
+poll("SELECT query LIKE 'paused%' FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
 	'the worker reports it is paused');
 sq("INSERT INTO app.email_opens (message_id, subscriber_id, subscriber_email)
     SELECT 700000 + g, g, 'late' || g || '\@example.com' FROM generate_series(1, 3) g");

@@ -26,64 +26,6 @@ my $node = new_node(
 		'restart_after_crash = on'
 	]);
 
-sub sq
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
-# the webhook-id a delivery is sent with
-sub msg_of
-{
-	my ($id) = @_;
-	return sq("SELECT msg_id FROM webhooks.deliveries WHERE id = $id");
-}
-
-sub poll
-{
-	my ($sql, $what) = @_;
-	ok($node->poll_query_until('postgres', $sql), $what);
-}
-
-# poll with a shorter limit than the default 180 s
-sub poll_within
-{
-	my ($secs, $sql, $what) = @_;
-	local $PostgreSQL::Test::Utils::timeout_default = $secs;
-	ok($node->poll_query_until('postgres', $sql), $what);
-}
-
-sub real
-{
-	my ($prefix) = @_;
-	return sub {
-		index($_[0]{path}, $prefix) == 0
-		  && ($_[0]{headers}{'webhook-id'} // '') !~ /^msg_test_/;
-	};
-}
-
-# wait until the server accepts queries again (after a crash restart);
-# psql may fail in several ways meanwhile, IPC::Run even dies on EPIPE
-sub wait_server_up
-{
-	my $deadline = Time::HiRes::time() + $PostgreSQL::Test::Utils::timeout_default;
-	while (Time::HiRes::time() < $deadline)
-	{
-		my $ok = eval {
-			my ($ret, $out) = $node->psql('postgres', 'SELECT 1');
-			$ret == 0 && $out eq '1';
-		};
-		return 1 if $ok;
-		Time::HiRes::sleep(0.2);
-	}
-	return 0;
-}
-
-sub worker_pid
-{
-	return sq("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker'");
-}
-
 my $payload = q{'{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}'};
 
 ########################################################################
@@ -107,13 +49,11 @@ my $payload = q{'{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}'};
 	# reported as active) and finds nothing to do: it must show idle again.
 	my $t = sq('SELECT clock_timestamp()');
 	$node->reload;
-	poll_within(20,
-		"SELECT state_change > '$t' FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
-		'the worker reacted to the reload');
-	poll_within(20,
-		"SELECT state = 'idle' AND query = 'idle' AND wait_event_type = 'Extension'
+	poll("SELECT state_change > '$t' FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
+		'the worker reacted to the reload', 20);
+	poll("SELECT state = 'idle' AND query = 'idle' AND wait_event_type = 'Extension'
 		   FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
-		'with nothing to do, the worker shows state idle, activity "idle"');
+		'with nothing to do, the worker shows state idle, activity "idle"', 20);
 }
 
 ########################################################################
@@ -123,9 +63,8 @@ my $payload = q{'{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}'};
 	$rcv->clear_log;
 	sq("ALTER SYSTEM SET webhooks.enabled = off");
 	sq("SELECT pg_reload_conf()");
-	poll_within(30,
-		"SELECT query ~ 'paused' FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
-		'after the reload the worker\'s activity says paused');
+	poll("SELECT query ~ 'paused' FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
+		'after the reload the worker\'s activity says paused', 30);
 
 	my $ids = join ',', split /\n/,
 	  sq("SELECT webhooks.emit('EmailClicks', $payload) FROM generate_series(1, 5)");
@@ -145,9 +84,8 @@ my $payload = q{'{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}'};
 		'enabled again, the five are delivered');
 	is(scalar(@{ $rcv->wait_for_requests(5, 30, real('/ok/clicks')) }), 5,
 		'the receiver got the five');
-	poll_within(20,
-		"SELECT query !~ 'paused' FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
-		'the activity no longer says paused');
+	poll("SELECT query !~ 'paused' FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
+		'the activity no longer says paused', 20);
 	sq("ALTER SYSTEM RESET webhooks.enabled");
 	sq("SELECT pg_reload_conf()");
 }
@@ -159,10 +97,9 @@ my $payload = q{'{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}'};
 	my $old = worker_pid();
 	is(sq("SELECT pg_terminate_backend($old)"), 't', 'pg_terminate_backend on the worker');
 	my $t0 = Time::HiRes::time();
-	poll_within(30,
-		"SELECT count(*) = 1 FROM pg_stat_activity
+	poll("SELECT count(*) = 1 FROM pg_stat_activity
 		  WHERE backend_type = 'webhooks worker' AND pid <> $old",
-		'a new worker started');
+		'a new worker started', 30);
 	my $took = Time::HiRes::time() - $t0;
 	ok($took < 15, 'within about 10 s (bgw_restart_time is 5 s)')
 	  or diag("took $took s");

@@ -19,24 +19,12 @@ my $rcv = start_receiver();
 my $node = new_node('maintenance',
 	conf => "webhooks.retry_schedule = '1s'\nwebhooks.log_retention = '1min'");
 
-sub sq { return $node->safe_psql('postgres', $_[0]); }
-
-sub restart_worker
-{
-	my $old = sq("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker'");
-	sq("SELECT pg_terminate_backend($old)");
-	ok( $node->poll_query_until('postgres',
-			"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'webhooks worker' AND pid <> $old"),
-		'the worker comes back');
-}
-
 sq("SELECT * FROM webhooks.create_webhook('opens', 'EmailOpens', '" . $rcv->url('/ok/opens') . "')");
 my $wid = sq("SELECT id FROM webhooks.webhooks WHERE name = 'opens'");
 
 # --- retention -----------------------------------------------------------
 sq("ALTER SYSTEM SET webhooks.enabled = off; SELECT pg_reload_conf();");
-ok( $node->poll_query_until('postgres',
-		"SELECT query LIKE 'paused%' FROM pg_stat_activity WHERE backend_type = 'webhooks worker'"),
+poll("SELECT query LIKE 'paused%' FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
 	'worker paused while old rows are written');
 my $body = '{"eventType":"EmailOpens","eventDate":"2024-05-10T13:28:23.209375Z","messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}';
 sq(<<"SQL");
@@ -52,15 +40,13 @@ INSERT INTO webhooks.webhook_logs (occurrence_date, webhook_name, webhook_id, st
 SQL
 sq("ALTER SYSTEM SET webhooks.enabled = on; SELECT pg_reload_conf();");
 restart_worker();
-ok( $node->poll_query_until('postgres',
-		"SELECT count(*) = 0 FROM webhooks.deliveries WHERE finished_at < now() - interval '1 min'"),
+poll("SELECT count(*) = 0 FROM webhooks.deliveries WHERE finished_at < now() - interval '1 min'",
 	'delivered and dead deliveries older than the retention are pruned');
 is(sq("SELECT count(*) FROM webhooks.deliveries WHERE state = 'delivered'"), '1',
 	'a recent delivered one is kept');
 is(sq("SELECT count(*) FROM webhooks.deliveries WHERE state = 'held'"), '1',
 	'an old held (undelivered) one is never pruned');
-ok( $node->poll_query_until('postgres',
-		"SELECT count(*) = 0 FROM webhooks.webhook_logs WHERE error_content = 'old failure'"),
+poll("SELECT count(*) = 0 FROM webhooks.webhook_logs WHERE error_content = 'old failure'",
 	'old log rows are pruned');
 is(sq("SELECT count(*) FROM webhooks.webhook_logs WHERE error_content = 'recent failure'"), '1',
 	'recent log rows are kept');
@@ -70,8 +56,7 @@ my $old_secret = sq("SELECT secret FROM webhooks.webhooks WHERE id = $wid");
 my $new_secret = sq("SELECT webhooks.rotate_secret('opens')");
 sq("UPDATE webhooks.webhooks SET previous_secret_expires_at = now() - interval '1 s' WHERE id = $wid");
 restart_worker();
-ok( $node->poll_query_until('postgres',
-		"SELECT previous_secret IS NULL AND previous_secret_expires_at IS NULL FROM webhooks.webhooks WHERE id = $wid"),
+poll("SELECT previous_secret IS NULL AND previous_secret_expires_at IS NULL FROM webhooks.webhooks WHERE id = $wid",
 	'the expired previous secret is dropped');
 sq(q{SELECT webhooks.emit('EmailOpens', '{"messageId": 77, "subscriberId": 2, "subscriberEmail": "g@b.c"}')});
 my @got = grep { $_->{body} =~ /"messageId":77/ }
@@ -87,8 +72,7 @@ sq("SELECT webhooks.deactivate_webhook('opens')");
 sq("SELECT webhooks.update_webhook('opens', target_url => '" . $rcv->url('/bigheaders/80') . "')");
 sq("UPDATE webhooks.webhooks SET is_active = true WHERE id = $wid");
 my $did = sq(q{SELECT webhooks.emit('EmailOpens', '{"messageId": 78, "subscriberId": 2, "subscriberEmail": "h@b.c"}')});
-ok( $node->poll_query_until('postgres',
-		"SELECT count(*) > 0 FROM webhooks.webhook_logs WHERE delivery_id = $did"),
+poll("SELECT count(*) > 0 FROM webhooks.webhook_logs WHERE delivery_id = $did",
 	'80 kB of response headers: a failed attempt is logged');
 like(sq("SELECT error_content FROM webhooks.webhook_logs WHERE delivery_id = $did ORDER BY id LIMIT 1"),
 	qr/response headers exceed 65536 bytes/, 'saying the headers were too large');
@@ -96,8 +80,7 @@ sq("SELECT webhooks.deactivate_webhook('opens')");
 sq("SELECT webhooks.update_webhook('opens', target_url => '" . $rcv->url('/bigheaders/10') . "')");
 sq("UPDATE webhooks.webhooks SET is_active = true WHERE id = $wid");
 $did = sq(q{SELECT webhooks.emit('EmailOpens', '{"messageId": 79, "subscriberId": 2, "subscriberEmail": "i@b.c"}')});
-ok( $node->poll_query_until('postgres',
-		"SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $did"),
+poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $did",
 	'10 kB of response headers is fine');
 
 $node->stop;

@@ -32,119 +32,16 @@ my $rcv  = start_receiver();
 my $port = $rcv->port;
 my $node = new_node('security', conf => "webhooks.retry_schedule = '1s, 1s, 1s'");
 
-my @all_secrets;
-
-sub sq
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
-sub poll
-{
-	my ($sql, $what) = @_;
-	ok($node->poll_query_until('postgres', $sql), $what);
-}
-
-
-# Change sighup/superuser settings with ALTER SYSTEM and reload, then wait
-# until a new session sees the new values: the postmaster has then re-read
-# the files and signalled the worker, which reloads before its next claim.
-sub set_settings
-{
-	my (@kv) = @_;
-	my (@alter, @check, @names);
-	while (my ($k, $v) = splice(@kv, 0, 2))
-	{
-		push @alter, "ALTER SYSTEM SET webhooks.$k = " . lit($v) . ";";
-		push @check, "current_setting('webhooks.$k') = " . lit($v);
-		push @names, $k;
-	}
-	sq(join "\n", @alter);
-	$node->reload;
-	ok($node->poll_query_until('postgres', 'SELECT ' . join(' AND ', @check)),
-		'settings reloaded: ' . join(', ', @names));
-	# the worker reports 'idle' only between claims: once seen, the reload
-	# signal (sent before the new session started) is processed first
-	poll_worker_idle();
-	return;
-}
-
-sub poll_worker_idle
-{
-	ok( $node->poll_query_until(
-			'postgres',
-			q{SELECT count(*) = 1 FROM pg_stat_activity
-			   WHERE backend_type = 'webhooks worker' AND query = 'idle'}),
-		'the worker is idle');
-	return;
-}
-
-# Run SQL expected to fail: {rc, sqlstate, message, stderr}
-sub sql_error
-{
-	my ($sql, @extra) = @_;
-	return psql_error($node, $sql, @extra);
-}
-
-
-# emit one event, return its delivery id
-sub emit
-{
-	my ($type, $n) = @_;
-	my $id = sq("SELECT webhooks.emit('$type', '" . payload($type, $n) . "')");
-	like($id, qr/^\d+$/, "emit $type #$n returns a delivery id");
-	return $id;
-}
-
-sub secret_of
-{
-	my ($name) = @_;
-	return sq("SELECT secret FROM webhooks.webhooks WHERE name = '$name'");
-}
-
-# A webhook for $type created (and connection-tested) against /ok/<name> of
-# $rcv; when $target is given it is then deactivated, pointed there and
-# activated by a direct UPDATE (which skips the connection test, not the
-# URL validation).  Returns (id, secret).
-sub make_webhook
-{
-	my ($name, $type, $target) = @_;
-	my $create = $rcv->url("/ok/$name");
-	sq("SELECT FROM webhooks.create_webhook('$name', '$type', '$create')");
-	if (defined $target)
-	{
-		sq( "SELECT FROM webhooks.deactivate_webhook('$name');"
-			  . "SELECT FROM webhooks.update_webhook('$name', target_url => " . lit($target) . ");"
-			  . "UPDATE webhooks.webhooks SET is_active = true WHERE name = '$name'");
-	}
-	my $id = sq("SELECT id FROM webhooks.webhooks WHERE name = '$name' AND is_active");
-	like($id, qr/^\d+$/, "webhook $name is active");
-	my $secret = secret_of($name);
-	push @all_secrets, $secret;
-	$rcv->set_secret(@all_secrets);
-	return ($id, $secret);
-}
-
-sub deactivate
-{
-	my ($name) = @_;
-	sq("SELECT FROM webhooks.deactivate_webhook('$name')");
-	return;
-}
+# Settings change with set_settings(), then poll_worker_idle(): the worker
+# shows 'idle' only between claims, so once it is seen, the reload signal
+# (sent before) has been processed.
 
 # filter for the receiver: requests carrying this delivery's webhook-id
 sub for_delivery
 {
 	my ($d) = @_;
-	my $msg_id = sq("SELECT msg_id FROM webhooks.deliveries WHERE id = $d");
+	my $msg_id = msg_of($d);
 	return sub { ($_[0]{headers}{'webhook-id'} // '') eq $msg_id };
-}
-
-sub body_of
-{
-	my ($d) = @_;
-	return sq("SELECT body FROM webhooks.deliveries WHERE id = $d");
 }
 
 ########################################################################
@@ -157,6 +54,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 		allow_private_targets => 'off',
 		# long enough to still be retrying when private targets are allowed
 		retry_schedule => join(', ', ('1s') x 15));
+	poll_worker_idle();
 	$rcv->clear_log;
 
 	is(sq("SELECT webhooks.url_problem(" . lit($ssrf_url) . ") IS NULL"), 't',
@@ -178,8 +76,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 	sq( "INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active)"
 		  . " VALUES ('ssrf', 'EmailOpens', " . lit($ssrf_url) . ", true)");
 	my $secret = secret_of('ssrf');
-	push @all_secrets, $secret;
-	$rcv->set_secret(@all_secrets);
+	$rcv->add_secret($secret);
 	my $d = emit('EmailOpens', 1);
 	poll("SELECT count(*) >= 1 FROM webhooks.webhook_logs WHERE delivery_id = $d",
 		'the blocked delivery attempt is logged');
@@ -199,6 +96,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 
 	# allowed now: the same delivery arrives on its next retry
 	set_settings(allow_private_targets => 'on');
+	poll_worker_idle();
 	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
 		'with allow_private_targets = on the delivery is delivered');
 	my $reqs = $rcv->wait_for_requests(1, 30, for_delivery($d));
@@ -221,6 +119,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 ########################################################################
 {
 	set_settings(dns_overrides => "webhooks.test:$port:169.254.169.254");
+	poll_worker_idle();
 	is(sq("SELECT current_setting('webhooks.allow_private_targets')"), 'on',
 		'allow_private_targets is on');
 	my ($ok, $status_null, $err) = split /\|/, sq(
@@ -232,17 +131,18 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 	like($err, qr/metadata/, '... because it is a cloud metadata address');
 	note("connection test error_content: $err");
 
-	my $e = sql_error(
+	my $e = psql_error($node,
 		"SELECT * FROM webhooks.create_webhook('meta', 'EmailClicks', 'https://169.254.169.254/latest/meta-data/')");
 	is($e->{sqlstate}, '22023', 'create_webhook refuses https://169.254.169.254/ (22023)')
 	  or diag($e->{stderr});
 	like($e->{message} // '', qr/metadata/, '... naming the metadata rule');
-	$e = sql_error(
+	$e = psql_error($node,
 		"SELECT * FROM webhooks.test_connection('https://169.254.169.254/', 'EmailClicks')");
 	is($e->{sqlstate}, '22023', 'test_connection refuses it too (22023)');
 	is(sq("SELECT count(*) FROM webhooks.webhooks WHERE name = 'meta'"), '0',
 		'nothing was stored');
 	set_settings(dns_overrides => '', retry_schedule => '1s, 1s, 1s');
+	poll_worker_idle();
 }
 
 ########################################################################
@@ -255,6 +155,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 	my $r2 = start_receiver();
 	my $p2 = $r2->port;
 	set_settings(dns_overrides => "webhooks.test:$p2:127.0.0.1");
+	poll_worker_idle();
 	sq( "INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active)"
 		  . " VALUES ('unpinned', 'EmailClicks', " . lit("https://webhooks.test:$p2/ok/unpinned") . ", true)");
 	my $d1 = emit('EmailClicks', 1);
@@ -262,6 +163,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 		'delivered to webhooks.test pinned to 127.0.0.1');
 	$r2->stop;
 	set_settings(dns_overrides => '');
+	poll_worker_idle();
 	my $r3 = start_receiver(port => $p2);
 	my $d2 = emit('EmailClicks', 2);
 	poll("SELECT count(*) >= 1 FROM webhooks.webhook_logs WHERE delivery_id = $d2",
@@ -279,7 +181,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 ########################################################################
 {
 	$rcv->clear_log;
-	my ($wid) = make_webhook('redirect', 'EmailClicks', $rcv->url('/redirect'));
+	my ($wid) = make_webhook($rcv, 'redirect', 'EmailClicks', $rcv->url('/redirect'));
 	my $d = emit('EmailClicks', 3);
 	poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
 		'the redirected delivery ends dead after its retries');
@@ -311,7 +213,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 	for my $kind (sort keys %bad)
 	{
 		$rcvs{$kind} = start_receiver(cert => $kind);
-		make_webhook("tls-$kind", $bad{$kind}[0], $rcvs{$kind}->url('/ok'));
+		make_webhook($rcv, "tls-$kind", $bad{$kind}[0], $rcvs{$kind}->url('/ok'));
 		$ids{$kind} = emit($bad{$kind}[0], 4);
 	}
 	my $list = join ',', values %ids;
@@ -340,8 +242,9 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 ########################################################################
 {
 	set_settings(timeout => '3s');
+	poll_worker_idle();
 	$rcv->clear_log;
-	my ($wid) = make_webhook('trickle', 'EmailComplaints', $rcv->url('/trickle/60'));
+	my ($wid) = make_webhook($rcv, 'trickle', 'EmailComplaints', $rcv->url('/trickle/60'));
 	my $d = emit('EmailComplaints', 5);
 	my $found = 0;
 	my $deadline = Time::HiRes::time() + 20;
@@ -361,16 +264,13 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 	ok($rcv->count(for_delivery($d)) >= 1, 'the request did reach the receiver (cut off mid-answer)');
 	deactivate('trickle');
 	set_settings(timeout => '30s');
+	poll_worker_idle();
 }
 
 ########################################################################
 # 6. A 20 MB answer does not grow the worker's memory
 ########################################################################
-sub worker_pid
-{
-	return sq("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker'");
-}
-
+# a field of /proc/PID/status, in kB
 sub proc_kb
 {
 	my ($pid, $field) = @_;
@@ -379,7 +279,7 @@ sub proc_kb
 }
 
 {
-	my ($wid) = make_webhook('big', 'Subscriptions', $rcv->url('/big/20000000'));
+	my ($wid) = make_webhook($rcv, 'big', 'Subscriptions', $rcv->url('/big/20000000'));
 	poll_worker_idle();
 	my $pid = worker_pid();
 	like($pid, qr/^\d+$/, 'the worker\'s pid');
@@ -404,7 +304,7 @@ sub proc_kb
 ########################################################################
 {
 	$rcv->clear_log;
-	my ($wid, $secret) = make_webhook('handmade', 'EmailOpens');
+	my ($wid, $secret) = make_webhook($rcv, 'handmade', 'EmailOpens');
 	my $good_url = $rcv->url('/ok/handmade');
 
 	# change the active webhook's row behind the guard's back
@@ -511,9 +411,10 @@ sub proc_kb
 	poll("SELECT count(*) = 0 FROM webhooks.deliveries WHERE state = 'pending'",
 		'nothing else is pending');
 	set_settings(max_concurrency => '4', max_concurrency_per_webhook => '2');
+	poll_worker_idle();
 	$rcv->clear_log;
-	my ($slow_id) = make_webhook('slow', 'EmailClicks', $rcv->url('/slow/3000'));
-	my ($fast_id) = make_webhook('fast', 'EmailSends');
+	my ($slow_id) = make_webhook($rcv, 'slow', 'EmailClicks', $rcv->url('/slow/3000'));
+	my ($fast_id) = make_webhook($rcv, 'fast', 'EmailSends');
 	$rcv->clear_log;
 
 	sq( "SELECT webhooks.emit('EmailClicks', json_build_object('messageId', g, 'subscriberId', 2,"
@@ -546,6 +447,7 @@ sub proc_kb
 	deactivate('slow');
 	deactivate('fast');
 	set_settings(max_concurrency => '128', max_concurrency_per_webhook => '64');
+	poll_worker_idle();
 }
 
 ########################################################################
@@ -555,7 +457,7 @@ sub proc_kb
 	my $token = 'tok-DO-NOT-LOG';
 	# built in SQL, so the statement text (log_statement = all) never holds it
 	my $token_sql = q{'tok-' || 'DO-NOT-LOG'};
-	my $e = sql_error(
+	my $e = psql_error($node,
 		"SELECT * FROM webhooks.create_webhook('tokened', 'EmailComplaints', "
 		  . lit($rcv->url('/status/500/tok')) . ", auth_token => $token_sql)");
 	is($e->{sqlstate}, 'WH001', 'a failing connection test with an auth token raises WH001');
@@ -564,7 +466,7 @@ sub proc_kb
 
 	sq( "SELECT FROM webhooks.create_webhook('tokened', 'EmailComplaints', "
 		  . lit($rcv->url('/ok/tokened')) . ", auth_token => $token_sql)");
-	push @all_secrets, secret_of('tokened');
+	$rcv->add_secret(secret_of('tokened'));
 	sq( "SELECT FROM webhooks.deactivate_webhook('tokened');"
 		  . "SELECT FROM webhooks.update_webhook('tokened', target_url => "
 		  . lit($rcv->url('/status/401/tok')) . ");"
@@ -621,15 +523,15 @@ sub proc_kb
 		"SET webhooks.ca_file = '/tmp/evil-ca.crt'",
 		"SET webhooks.timeout = '1h'")
 	{
-		my $e = sql_error($set, @as_plain);
+		my $e = psql_error($node, $set, @as_plain);
 		isnt($e->{rc}, 0, "non-superuser: $set fails");
 		like($e->{message} // '', qr/cannot be changed|permission denied|must be superuser/,
 			'... refused: ' . ($e->{sqlstate} // 'no SQLSTATE'))
 		  or diag($e->{stderr});
 	}
-	my $e = sql_error('SHOW webhooks.dns_overrides', @as_plain);
+	my $e = psql_error($node, 'SHOW webhooks.dns_overrides', @as_plain);
 	isnt($e->{rc}, 0, 'non-superuser: SHOW webhooks.dns_overrides is refused');
-	$e = sql_error('ALTER TABLE webhooks.webhooks DISABLE TRIGGER webhooks_guard', @as_plain);
+	$e = psql_error($node, 'ALTER TABLE webhooks.webhooks DISABLE TRIGGER webhooks_guard', @as_plain);
 	is($e->{sqlstate}, '42501', 'webhooks_admin cannot disable the guard trigger (42501)');
 	is(sq("SELECT tgenabled FROM pg_trigger WHERE tgname = 'webhooks_guard'"), 'O',
 		'the guard trigger is enabled');

@@ -21,19 +21,14 @@ my $h2 = start_receiver(http2 => 1);
 my $early = start_receiver(http2 => 1, early => 1);
 my $node = new_node('http2', conf => "webhooks.retry_schedule = '100ms, 1s, 1s'");
 
-sub sq
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
+# change a setting of the running node; tests that a new session sees it
 sub set_conf
 {
 	my ($line, $show, $want) = @_;
 	$node->append_conf('postgresql.conf', "$line\n");
 	$node->reload;
 	# the worker reloads on SIGHUP; a backend shows when the file was read
-	ok($node->poll_query_until('postgres', "SELECT current_setting('$show') = '$want'"),
+	poll("SELECT current_setting('$show') = '$want'",
 		"reloaded: $line");
 }
 
@@ -44,10 +39,8 @@ sub emit_and_wait
 	my ($type, $tag, $n, $name, $total, $what) = @_;
 	sq( "SELECT webhooks.emit('$type', jsonb_build_object('messageId', g, 'subscriberId', g, "
 		  . "'subscriberEmail', '$tag-' || g || '\@example.com')) FROM generate_series(1, $n) g");
-	ok( $node->poll_query_until(
-			'postgres',
-			"SELECT count(*) = $total FROM webhooks.deliveries d JOIN webhooks.webhooks w "
-			  . "ON w.id = d.webhook_id WHERE w.name = '$name' AND d.state = 'delivered'"),
+	poll("SELECT count(*) = $total FROM webhooks.deliveries d JOIN webhooks.webhooks w "
+		  . "ON w.id = d.webhook_id WHERE w.name = '$name' AND d.state = 'delivered'",
 		$what);
 }
 

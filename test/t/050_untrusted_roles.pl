@@ -66,8 +66,8 @@ my $node = new_node('untrusted',
 		# a webhook with two requests in flight is left out of claims (<> ALL)
 		"webhooks.max_concurrency_per_webhook = 2" ]);
 
-# superuser, pinned settings: set-up and checks
-sub sq { return $node->safe_psql('postgres', $_[0]); }
+# sq(), poll() and the other helpers of WebhooksTest.pm run as the
+# superuser, with pinned settings: set-up and checks
 
 # a superuser DBA in psql with the database's own settings
 sub dba
@@ -85,30 +85,6 @@ sub as_attacker
 	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', 'attacker' ]);
 }
 
-# Poll $sql (pinned session) until it returns 't', at most $timeout s.
-sub poll_until
-{
-	my ($sql, $timeout) = @_;
-	my $deadline = Time::HiRes::time() + ($timeout // 30);
-	while (1)
-	{
-		my ($ret, $out, $err) = $node->psql('postgres', $sql);
-		return 1 if $ret == 0 && $out eq 't';
-		if (Time::HiRes::time() > $deadline)
-		{
-			diag("timed out after ${timeout}s waiting for: $sql\nlast output: $out\nstderr: $err");
-			return 0;
-		}
-		Time::HiRes::sleep(0.1);
-	}
-}
-
-sub poll
-{
-	my ($sql, $what, $timeout) = @_;
-	return ok(poll_until($sql, $timeout // 30), $what);
-}
-
 # every event of this test has its own number (messageId or listId)
 sub body_sql_of
 {
@@ -116,12 +92,14 @@ sub body_sql_of
 	return "(body LIKE '%\"messageId\":$n,%' OR body LIKE '%\"listId\":$n,%')";
 }
 
+# the delivery of event $n
 sub delivery_of
 {
 	my ($n) = @_;
 	return sq("SELECT max(id) FROM webhooks.deliveries WHERE " . body_sql_of($n));
 }
 
+# receiver filter: the requests carrying event $n
 sub requests_of
 {
 	my ($n) = @_;
@@ -148,12 +126,14 @@ sub delivered_ok
 	return $ok;
 }
 
+# the SQL that emits event $n of $type
 sub emit_sql
 {
 	my ($type, $n) = @_;
 	return "SELECT webhooks.emit('$type', '" . payload($type, $n) . "')";
 }
 
+# let the receiver verify with every secret the webhooks have
 sub refresh_secrets
 {
 	$rcv->set_secret(split /\n/,
@@ -162,24 +142,12 @@ sub refresh_secrets
 	return;
 }
 
-# the server log from byte $from on
-sub log_since
-{
-	my ($from) = @_;
-	my $log = slurp_file($node->logfile);
-	return substr($log, $from);
-}
-
-sub worker_pid
-{
-	return sq("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker'");
-}
-
+# restart the server; tests that the worker runs again
 sub restart
 {
 	$node->restart;
-	ok(poll_until("SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'webhooks worker'", 30),
-		'the worker runs after the restart');
+	poll("SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
+		'the worker runs after the restart', 30);
 	return;
 }
 

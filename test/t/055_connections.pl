@@ -39,38 +39,6 @@ my $certs = certs_dir();
 my @all_secrets;
 my $n = 0;    # messageId of the last event emitted
 
-sub sq
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
-sub poll
-{
-	my ($sql, $what) = @_;
-	ok($node->poll_query_until('postgres', $sql), $what);
-}
-
-# ALTER SYSTEM + reload, then wait until a new session sees the values: the
-# postmaster has then re-read the files and signalled the worker, which
-# reloads at the top of its loop, before it claims anything emitted later.
-sub set_settings
-{
-	my (@kv) = @_;
-	my (@alter, @check, @names);
-	while (my ($k, $v) = splice(@kv, 0, 2))
-	{
-		push @alter, "ALTER SYSTEM SET webhooks.$k = " . lit($v) . ";";
-		push @check, "current_setting('webhooks.$k') = " . lit($v);
-		push @names, "$k";
-	}
-	sq(join "\n", @alter);
-	$node->reload;
-	ok($node->poll_query_until('postgres', 'SELECT ' . join(' AND ', @check)),
-		'settings reloaded: ' . join(', ', @names));
-	return;
-}
-
 # a reload that changes no setting: wait until a new session shows a newer
 # pg_conf_load_time(), so the postmaster has re-read the files and
 # signalled the worker
@@ -78,8 +46,7 @@ sub reload_unchanged
 {
 	my $before = sq('SELECT pg_conf_load_time()');
 	$node->reload;
-	ok( $node->poll_query_until(
-			'postgres', "SELECT pg_conf_load_time() > " . lit($before) . "::timestamptz"),
+	poll("SELECT pg_conf_load_time() > " . lit($before) . "::timestamptz",
 		'configuration reloaded');
 	return;
 }
@@ -90,26 +57,17 @@ sub add_webhook
 	my ($name, $type, $url) = @_;
 	sq( "INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active)"
 		  . " VALUES ('$name', '$type', " . lit($url) . ", true)");
-	push @all_secrets, sq("SELECT secret FROM webhooks.webhooks WHERE name = '$name'");
+	push @all_secrets, secret_of($name);
 	$rcv->set_secret(@all_secrets);
 	return;
 }
 
-sub deactivate
-{
-	my ($name) = @_;
-	sq("SELECT FROM webhooks.deactivate_webhook('$name')");
-	return;
-}
-
 # emit one event with a fresh messageId; returns (delivery id, messageId)
-sub emit
+sub emit_next
 {
 	my ($type) = @_;
 	$n++;
-	my $d = sq("SELECT webhooks.emit('$type', '" . payload($type, $n) . "')");
-	like($d, qr/^\d+$/, "emitted event $n");
-	return ($d, $n);
+	return (emit($type, $n), $n);
 }
 
 # receiver filter: the request carrying event $m
@@ -139,10 +97,10 @@ sub wait_outcome
 sub deliver_two_on_one_connection
 {
 	my ($rcvr, $type, $what) = @_;
-	my ($d1, $m1) = emit($type);
+	my ($d1, $m1) = emit_next($type);
 	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d1",
 		"$what: first event delivered");
-	my ($d2, $m2) = emit($type);
+	my ($d2, $m2) = emit_next($type);
 	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d2",
 		"$what: second event delivered");
 	my ($r1) = @{ $rcvr->wait_for_requests(1, 30, event($m1)) };
@@ -162,7 +120,7 @@ my $pinned = "webhooks.test:$port:127.0.0.1";
 	my $conn = deliver_two_on_one_connection($rcv, 'EmailOpens', 'private allowed');
 
 	set_settings(allow_private_targets => 'off');
-	my ($d, $m) = emit('EmailOpens');
+	my ($d, $m) = emit_next('EmailOpens');
 	my ($state, $log) = split /\n/, wait_outcome($d, 'private refused');
 	is($state, 'pending|1', 'after allow_private_targets = off the delivery is not delivered');
 	like($log // '', qr/^NULL\|connection blocked: .*loopback/,
@@ -185,7 +143,7 @@ my $pinned = "webhooks.test:$port:127.0.0.1";
 	deliver_two_on_one_connection($rcv, 'EmailClicks', 'pinned name');
 
 	set_settings(dns_overrides => '');
-	my ($d, $m) = emit('EmailClicks');
+	my ($d, $m) = emit_next('EmailClicks');
 	my ($state, $log) = split /\n/, wait_outcome($d, 'override taken out');
 	is($state, 'pending|1', 'with the override taken out, the delivery is not delivered');
 	like($log // '', qr/^NULL\|.*resolve/i, '... the name is resolved again and does not resolve');
@@ -210,7 +168,7 @@ my $trust_dir = PostgreSQL::Test::Utils::tempdir('trust');
 
 	# (a) the setting names another file, which trusts only the second CA
 	set_settings(ca_file => "$certs/ca2.crt");
-	my ($d, $m) = emit('EmailSends');
+	my ($d, $m) = emit_next('EmailSends');
 	my ($state, $log) = split /\n/, wait_outcome($d, 'ca_file changed');
 	is($state, 'pending|1', 'ca_file naming another CA: the delivery is not delivered');
 	like($log // '', qr/^NULL\|.*(certificate|SSL)/i, '... a certificate error is logged');
@@ -225,7 +183,7 @@ my $trust_dir = PostgreSQL::Test::Utils::tempdir('trust');
 	File::Copy::copy("$certs/ca2.crt", "$trust.new") or die "copy: $!";
 	rename("$trust.new", $trust) or die "rename: $!";
 	reload_unchanged();
-	($d, $m) = emit('EmailSends');
+	($d, $m) = emit_next('EmailSends');
 	($state, $log) = split /\n/, wait_outcome($d, 'ca_file content changed');
 	is($state, 'pending|1', 'ca_file content replaced + reload: the delivery is not delivered');
 	like($log // '', qr/^NULL\|.*(certificate|SSL)/i, '... a certificate error is logged');
@@ -267,7 +225,7 @@ my $trust_dir = PostgreSQL::Test::Utils::tempdir('trust');
 	is($row, 't', 'create_webhook (with its connection test) succeeds');
 	if ($row eq 't')
 	{
-		push @all_secrets, sq("SELECT secret FROM webhooks.webhooks WHERE name = 'mixed'");
+		push @all_secrets, secret_of('mixed');
 	}
 	else
 	{
@@ -276,7 +234,7 @@ my $trust_dir = PostgreSQL::Test::Utils::tempdir('trust');
 	}
 	$mixed->set_secret(@all_secrets);
 
-	my ($d, $m) = emit('EmailBounces');
+	my ($d, $m) = emit_next('EmailBounces');
 	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
 		'the delivery is delivered');
 	is(sq("SELECT attempts FROM webhooks.deliveries WHERE id = $d"), '1', '... at the first attempt');
@@ -316,7 +274,7 @@ my $trust_dir = PostgreSQL::Test::Utils::tempdir('trust');
 	like($test_conn->($other, '/ok/unknown-ca'), qr/^f\|.*(certificate|SSL)/i,
 		'a certificate from a CA in no store: the connection test fails on the certificate');
 	add_webhook('otherca', 'EmailComplaints', $other->url('/ok/otherca'));
-	my ($d, $m) = emit('EmailComplaints');
+	my ($d, $m) = emit_next('EmailComplaints');
 	my ($state, $log) = split /\n/, wait_outcome($d, 'unknown CA');
 	is($state, 'pending|1', 'the delivery to it is not delivered');
 	like($log // '', qr/^NULL\|.*(certificate|SSL)/i, '... a certificate error is logged');

@@ -47,36 +47,18 @@ my $node = new_node(
 		"wal_writer_delay = '10s'"
 	]);
 
-sub sq { return $node->safe_psql('postgres', $_[0]); }
-
-sub poll_within
-{
-	my ($secs, $sql, $what) = @_;
-	local $PostgreSQL::Test::Utils::timeout_default = $secs;
-	return ok($node->poll_query_until('postgres', $sql), $what);
-}
-
-sub worker_pid
-{
-	return sq("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker'");
-}
-
-sub worker_activity
-{
-	return sq("SELECT query FROM pg_stat_activity WHERE backend_type = 'webhooks worker'");
-}
-
+# pause (0) or resume (1) the worker; tests that it did
 sub set_enabled
 {
 	my ($on) = @_;
 	sq($on ? 'ALTER SYSTEM RESET webhooks.enabled' : 'ALTER SYSTEM SET webhooks.enabled = off');
 	sq('SELECT pg_reload_conf()');
-	poll_within(60,
-		"SELECT query " . ($on ? 'NOT ' : '') . "LIKE 'paused%' FROM pg_stat_activity
+	poll("SELECT query " . ($on ? 'NOT ' : '') . "LIKE 'paused%' FROM pg_stat_activity
 		  WHERE backend_type = 'webhooks worker'",
-		$on ? 'the worker runs again' : 'the worker is paused');
+		$on ? 'the worker runs again' : 'the worker is paused', 60);
 }
 
+# ALTER SYSTEM SET a setting and reload
 sub set_conf
 {
 	my ($name, $value) = @_;
@@ -108,6 +90,7 @@ sub reqs
 	return grep { $_->{id} !~ /^msg_test_/ } @out;
 }
 
+# wait until $n requests under $prefix arrived, at most $secs s; those that did
 sub wait_reqs
 {
 	my ($n, $prefix, $secs) = @_;
@@ -119,39 +102,6 @@ sub wait_reqs
 		return @got if @got >= $n || Time::HiRes::time() > $deadline;
 		Time::HiRes::sleep(0.05);
 	}
-}
-
-# the server log since $offset
-sub log_since { return slurp_file($node->logfile, $_[0]); }
-
-# wait until the log since $offset matches $re at least $n times
-sub wait_log_count
-{
-	my ($offset, $re, $n, $secs) = @_;
-	my $deadline = Time::HiRes::time() + $secs;
-	my $count;
-	while (1)
-	{
-		$count = () = log_since($offset) =~ /$re/g;
-		return $count if $count >= $n || Time::HiRes::time() > $deadline;
-		Time::HiRes::sleep(0.1);
-	}
-}
-
-# wait until the server accepts queries again (after a crash restart)
-sub wait_server_up
-{
-	my $deadline = Time::HiRes::time() + 120;
-	while (Time::HiRes::time() < $deadline)
-	{
-		my $ok = eval {
-			my ($ret, $out) = $node->psql('postgres', 'SELECT 1');
-			$ret == 0 && $out eq '1';
-		};
-		return 1 if $ok;
-		Time::HiRes::sleep(0.2);
-	}
-	return 0;
 }
 
 # CPU time (user + system) of a process, in seconds
@@ -169,6 +119,7 @@ sub cpu_seconds
 
 my $uuid7 = qr/^msg_[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}$/;
 
+# run a block of tests; an error fails it, and the script goes on
 sub block
 {
 	my ($name, $code) = @_;
@@ -191,8 +142,8 @@ block(
 		my $pid = worker_pid();
 		sq("SELECT * FROM webhooks.create_webhook('opens', 'EmailOpens', '" . $rcv->url('/ok/a') . "')");
 		sq("SELECT webhooks.emit('EmailOpens', $opens_payload) FROM generate_series(1, 20) g");
-		poll_within(60, "SELECT count(*) = 20 FROM webhooks.deliveries WHERE state = 'delivered'",
-			'7: 20 events delivered');
+		poll("SELECT count(*) = 20 FROM webhooks.deliveries WHERE state = 'delivered'",
+			'7: 20 events delivered', 60);
 		my @a = wait_reqs(20, '/ok/a', 30);
 		%old_ids = map { $_->{id} => 1 } @a;
 		is(scalar(keys %old_ids), 20, '7: 20 requests with 20 distinct webhook-ids');
@@ -224,10 +175,9 @@ block(
 			"7: the new install's rows reuse the ids 1..$n (the slow one was $k)");
 
 		# the old request ends while its id belongs to a new row
-		poll_within(60,
-			"SELECT query = 'paused (webhooks.enabled = off), 0 in flight' FROM pg_stat_activity
+		poll("SELECT query = 'paused (webhooks.enabled = off), 0 in flight' FROM pg_stat_activity
 			  WHERE backend_type = 'webhooks worker'",
-			'7: the old request has finished');
+			'7: the old request has finished', 60);
 		my $dropped = wait_log_count($offset,
 			qr/dropped \d+ delivery result\(s\) whose lease had ended/, 1, 30);
 		is($dropped, 1, '7: the worker logs that it dropped the old install\'s result');
@@ -240,8 +190,8 @@ block(
 		is(sq('SELECT count(*) FROM webhooks.webhook_logs'), '0', '7: and no log row was written');
 
 		set_enabled(1);
-		poll_within(60, "SELECT count(*) = $n FROM webhooks.deliveries WHERE state = 'delivered'",
-			"7: the new install's events are delivered");
+		poll("SELECT count(*) = $n FROM webhooks.deliveries WHERE state = 'delivered'",
+			"7: the new install's events are delivered", 60);
 		my @b = wait_reqs($n, '/ok/b', 30);
 		%new_ids = map { $_->{id} => 1 } @b;
 		is(scalar(keys %new_ids), $n, "7: $n distinct webhook-ids");
@@ -288,10 +238,10 @@ block(
 		# the worker finds them within a second; ordinary events meanwhile
 		my $good = join ',', split /\n/,
 		  sq("SELECT webhooks.emit('EmailOpens', $opens_payload) FROM generate_series(1001, 1010) g");
-		poll_within(60, "SELECT count(*) = 10 FROM webhooks.deliveries WHERE id IN ($good) AND state = 'delivered'",
-			'10: other deliveries flow meanwhile');
-		poll_within(60, "SELECT count(*) = 4 FROM webhooks.deliveries WHERE id IN ($deep, $big, $bad, $max) AND state = 'dead'",
-			'10: every poison row goes dead');
+		poll("SELECT count(*) = 10 FROM webhooks.deliveries WHERE id IN ($good) AND state = 'delivered'",
+			'10: other deliveries flow meanwhile', 60);
+		poll("SELECT count(*) = 4 FROM webhooks.deliveries WHERE id IN ($deep, $big, $bad, $max) AND state = 'dead'",
+			'10: every poison row goes dead', 60);
 		my %why = (
 			$deep => qr/nested deeper than|not valid JSON/,
 			$big  => qr/max_payload_size/,
@@ -349,9 +299,8 @@ block(
 			my $d = sq("SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', 1) . "')");
 			sq("INSERT INTO webhooks.event_batches (webhook_id, event_type, events, bodies)
 			    VALUES ($opens, 'EmailOpens', 1, '{\"eventType\":\"EmailOpens\",\"after\":\"poison\"}')");
-			poll_within(30,
-				"SELECT count(*) = 1 FROM webhooks.deliveries WHERE body LIKE '%\"after\":\"poison\"%' AND state = 'delivered'",
-				'10: a batch queued behind a malformed one is delivered');
+			poll("SELECT count(*) = 1 FROM webhooks.deliveries WHERE body LIKE '%\"after\":\"poison\"%' AND state = 'delivered'",
+				'10: a batch queued behind a malformed one is delivered', 30);
 		}
 		# a webhook-id that would break the request's headers
 		$e = psql_error($node,
@@ -365,8 +314,8 @@ block(
 		else
 		{
 			my $id = $e->{stdout};
-			poll_within(30, "SELECT state IN ('dead', 'delivered') FROM webhooks.deliveries WHERE id = $id",
-				'10: the row with a line break in its webhook-id is done with');
+			poll("SELECT state IN ('dead', 'delivered') FROM webhooks.deliveries WHERE id = $id",
+				'10: the row with a line break in its webhook-id is done with', 30);
 			is(scalar(grep { $_->{headers} =~ /x-injected/ } reqs()), 0,
 				'10: no request carries a header injected through the webhook-id');
 		}
@@ -391,28 +340,27 @@ SQL
 block(
 	'12: wake-ups',
 	sub {
-		poll_within(60,
-			"SELECT NOT EXISTS (SELECT FROM webhooks.deliveries WHERE state = 'pending')
+		poll("SELECT NOT EXISTS (SELECT FROM webhooks.deliveries WHERE state = 'pending')
 			    AND NOT EXISTS (SELECT FROM webhooks.event_batches)",
-			'12: the queue is quiet');
+			'12: the queue is quiet', 60);
 		my $body = "webhooks.build_payload('EmailOpens', '" . payload('EmailOpens', 7) . "')";
 
 		my $d = sq("BEGIN; SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', 7)
 			  . "'); PREPARE TRANSACTION 'wh_p1';");
 		sq("COMMIT PREPARED 'wh_p1'");
-		poll_within(15, "SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
-			'12: an event committed with COMMIT PREPARED is delivered within seconds');
+		poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+			'12: an event committed with COMMIT PREPARED is delivered within seconds', 15);
 
 		$d = sq("INSERT INTO webhooks.deliveries (webhook_id, event_type, body)
 		         VALUES ($opens, 'EmailOpens', $body) RETURNING id");
-		poll_within(15, "SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
-			'12: a row inserted by hand is delivered within seconds');
+		poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+			'12: a row inserted by hand is delivered within seconds', 15);
 
 		$d = sq("INSERT INTO webhooks.deliveries (webhook_id, event_type, body, state)
 		         VALUES ($opens, 'EmailOpens', $body, 'held') RETURNING id");
 		sq("UPDATE webhooks.deliveries SET state = 'pending' WHERE id = $d");
-		poll_within(15, "SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
-			'12: a row released by hand is delivered within seconds');
+		poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+			'12: a row released by hand is delivered within seconds', 15);
 
 		# a batch that another session holds while the worker tries to split it
 		set_enabled(0);
@@ -424,9 +372,8 @@ block(
 		set_enabled(1);    # the worker has been round its loop: it tried the batch
 		is(sq('SELECT count(*) FROM webhooks.event_batches'), '1', '12: the locked batch is still there');
 		$bg->query_safe('ROLLBACK');
-		poll_within(15,
-			"SELECT count(*) = 3 FROM webhooks.deliveries WHERE body LIKE '%locked\@example.com%' AND state = 'delivered'",
-			'12: once the lock is gone, the batch is delivered within seconds');
+		poll("SELECT count(*) = 3 FROM webhooks.deliveries WHERE body LIKE '%locked\@example.com%' AND state = 'delivered'",
+			'12: once the lock is gone, the batch is delivered within seconds', 15);
 
 		# due rows locked by another session: the worker must not spin
 		set_enabled(0);
@@ -447,8 +394,8 @@ block(
 		  or diag(sprintf('%.2f s of CPU in %.1f s', $cpu, $secs));
 		$bg->query_safe('ROLLBACK');
 		$bg->quit;
-		poll_within(15, "SELECT count(*) = 3 FROM webhooks.deliveries WHERE id IN ($ids) AND state = 'delivered'",
-			'12: once unlocked they are delivered within seconds');
+		poll("SELECT count(*) = 3 FROM webhooks.deliveries WHERE id IN ($ids) AND state = 'delivered'",
+			'12: once unlocked they are delivered within seconds', 15);
 	});
 
 ########################################################################
@@ -489,10 +436,9 @@ block(
 		is(worker_pid(), $wpid, '15: the worker kept its pid');
 		$bg->query_safe('ROLLBACK');
 		$bg->quit;
-		poll_within(30,
-			"SELECT count(DISTINCT delivery_id) = 5 FROM webhooks.webhook_logs
+		poll("SELECT count(DISTINCT delivery_id) = 5 FROM webhooks.webhook_logs
 			  WHERE delivery_id IN ($ids) AND attempt = 1 AND status = 500",
-			'15: once the lock is gone, every failed attempt is recorded');
+			'15: once the lock is gone, every failed attempt is recorded', 30);
 		sq("SELECT webhooks.deactivate_webhook('fails')");
 		sq("SELECT webhooks.delete_webhook('fails', discard_pending => true)");
 	});
@@ -502,9 +448,8 @@ block(
 	sub {
 		$wpid = worker_pid();
 		my $start_offset = -s $node->logfile;
-		poll_within(30,
-			"SELECT query = 'idle' FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
-			'15: the worker is idle');
+		poll("SELECT query = 'idle' FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
+			'15: the worker is idle', 30);
 		for my $i (1 .. 3)
 		{
 			my $o = -s $node->logfile;
@@ -513,8 +458,8 @@ block(
 				"15: cancel $i of the idle worker is reported");
 		}
 		my $d = sq("SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', 8) . "')");
-		poll_within(30, "SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
-			'15: deliveries continue after cancels while idle');
+		poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+			'15: deliveries continue after cancels while idle', 30);
 
 		sq("INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active)
 		    VALUES ('slowsubs', 'Subscriptions', '" . $rcv->url('/slow/3000/cancel') . "', true)");
@@ -527,8 +472,8 @@ block(
 			is(wait_log_count($o, qr/canceling statement due to user request/, 1, 30), 1,
 				"15: cancel $i of the delivering worker is reported");
 		}
-		poll_within(30, "SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
-			'15: the request in flight is recorded as delivered');
+		poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+			'15: the request in flight is recorded as delivered', 30);
 		note('15: attempts of the cancelled-around delivery: '
 			  . sq("SELECT attempts FROM webhooks.deliveries WHERE id = $d"));
 		is(worker_pid(), $wpid, '15: the worker kept its pid through five cancels');
@@ -543,6 +488,7 @@ my $N = 2000;
 my @rounds = ('kill -9 during the split', 'kill -9 right after the split',
 	'immediate restart right after the split');
 
+# insert the $N rows of round $r in one statement (one batch)
 sub insert_round
 {
 	my ($r) = @_;
@@ -551,11 +497,12 @@ sub insert_round
 	    SELECT $base + g, g, 'r$r\@example.com' FROM generate_series(1, $N) g");
 }
 
+# wait for the crash restart after $offset in the log; tests that the server is up
 sub crash_recovered
 {
 	my ($offset, $what) = @_;
 	$node->wait_for_log(qr/all server processes terminated; reinitializing/, $offset);
-	ok(wait_server_up(), "8: $what: the server accepts queries again");
+	ok(wait_server_up(120), "8: $what: the server accepts queries again");
 }
 
 block(
@@ -586,9 +533,8 @@ block(
 		note("8: the worker was " . ($waiting eq 't' ? '' : 'NOT ') . 'seen waiting inside its split');
 		crash_recovered($offset, $rounds[0]);
 		eval { $bg->quit };
-		poll_within(120,
-			"SELECT count(*) = $N FROM webhooks.deliveries WHERE body LIKE '%r0\@example.com%' AND state = 'delivered'",
-			"8: $rounds[0]: all $N events delivered");
+		poll("SELECT count(*) = $N FROM webhooks.deliveries WHERE body LIKE '%r0\@example.com%' AND state = 'delivered'",
+			"8: $rounds[0]: all $N events delivered", 120);
 
 		for my $r (1, 2)
 		{
@@ -613,9 +559,8 @@ block(
 				pass("8: $rounds[$r]");
 			}
 			set_conf('webhooks.max_concurrency_per_webhook', 64);
-			poll_within(120,
-				"SELECT count(*) = $N FROM webhooks.deliveries WHERE body LIKE '%r$r\@example.com%' AND state = 'delivered'",
-				"8: $rounds[$r]: all $N events delivered");
+			poll("SELECT count(*) = $N FROM webhooks.deliveries WHERE body LIKE '%r$r\@example.com%' AND state = 'delivered'",
+				"8: $rounds[$r]: all $N events delivered", 120);
 		}
 
 		my (%bodies_of, %ids_of, %per_round, $requests);

@@ -33,44 +33,6 @@ my $version_msg =
 my $rcv = start_receiver();
 my $node = new_node('upgrade', no_extension => 1);
 
-sub sq { return $node->safe_psql('postgres', $_[0]); }
-
-# $sql returns t within $secs seconds (polled every 100 ms)
-sub poll_for
-{
-	my ($sql, $secs, $db) = @_;
-	my $deadline = Time::HiRes::time() + $secs;
-	for (;;)
-	{
-		return 1 if $node->safe_psql($db // 'postgres', $sql) eq 't';
-		return 0 if Time::HiRes::time() > $deadline;
-		Time::HiRes::sleep(0.1);
-	}
-}
-
-# the server log from $offset matches $re within $secs seconds
-sub log_within
-{
-	my ($re, $offset, $secs) = @_;
-	my $deadline = Time::HiRes::time() + $secs;
-	for (;;)
-	{
-		return 1 if slurp_file($node->logfile, $offset) =~ $re;
-		return 0 if Time::HiRes::time() > $deadline;
-		Time::HiRes::sleep(0.1);
-	}
-}
-
-# requests under $prefix, without the connection tests
-sub real
-{
-	my ($prefix) = @_;
-	return sub {
-		index($_[0]{path}, $prefix) == 0
-		  && ($_[0]{headers}{'webhook-id'} // '') !~ /^msg_test_/;
-	};
-}
-
 ########################################################################
 # A 1.0 install under the 1.2 library: the worker waits
 ########################################################################
@@ -78,14 +40,13 @@ my $offset = -s $node->logfile;
 sq("CREATE EXTENSION webhooks VERSION '1.0'");
 is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"), '1.0',
 	'the extension is installed at version 1.0');
-ok(log_within($version_msg, $offset, 30), 'the worker logs that the install is at 1.0 and it needs 1.2');
-like(slurp_file($node->logfile, $offset),
+ok(wait_log_count($offset, $version_msg, 1, 30), 'the worker logs that the install is at 1.0 and it needs 1.2');
+like(log_since($offset),
 	qr/$version_msg\n.*HINT:\s+Run ALTER EXTENSION webhooks UPDATE in database "postgres"\./,
 	'with the hint to run ALTER EXTENSION webhooks UPDATE');
-ok( poll_for(
-		"SELECT query LIKE '%ALTER EXTENSION webhooks UPDATE%' FROM pg_stat_activity
-		  WHERE backend_type = 'webhooks worker'", 15),
-	'pg_stat_activity shows the worker waiting for ALTER EXTENSION webhooks UPDATE')
+poll("SELECT query LIKE '%ALTER EXTENSION webhooks UPDATE%' FROM pg_stat_activity
+	  WHERE backend_type = 'webhooks worker'",
+	'pg_stat_activity shows the worker waiting for ALTER EXTENSION webhooks UPDATE', 15)
   or diag(sq("SELECT query FROM pg_stat_activity WHERE backend_type = 'webhooks worker'"));
 
 ########################################################################
@@ -221,9 +182,9 @@ SQL
 my $before = sq($snapshot_sql);
 my %body_of = map { split /\|/, $_, 2 } split /\n/, sq("SELECT id, body FROM webhooks.deliveries");
 my $max_id = sq("SELECT max(id) FROM webhooks.deliveries");
-ok(slurp_file($node->logfile, $offset) !~ /webhooks worker: serving database/,
+ok(log_since($offset) !~ /webhooks worker: serving database/,
 	'the worker never served the 1.0 install');
-my @msgs = slurp_file($node->logfile, $offset) =~ /$version_msg/g;
+my @msgs = log_since($offset) =~ /$version_msg/g;
 is(scalar(@msgs), 1, 'the version message was logged once, not at every check');
 
 ########################################################################
@@ -295,7 +256,7 @@ is( sq(
 ########################################################################
 # The worker serves the updated install
 ########################################################################
-ok(log_within(qr/webhooks worker: serving database "postgres"/, $offset, 10),
+ok(wait_log_count($offset, qr/webhooks worker: serving database "postgres"/, 1, 10),
 	'the worker starts serving within 10 s of the update');
 my @pending = (@o[0 .. 3], @c);
 my $expect = @pending + 5;
@@ -305,7 +266,7 @@ is(scalar(@$reqs), $expect, "the $expect pending events arrived (6 deliveries, 5
 my $first_t = (sort { $a <=> $b } map { $_->{t} } @$reqs)[0] // 0;
 ok($first_t - $t_update < 10, 'the first arrived within 10 s of the update')
   or diag('after ' . ($first_t - $t_update) . ' s');
-like(slurp_file($node->logfile, $offset), qr/released 1 deliveries leased by a previous worker/,
+like(log_since($offset), qr/released 1 deliveries leased by a previous worker/,
 	'the lease of the previous worker was released');
 
 my %arrived;
@@ -334,11 +295,10 @@ is_deeply([ sort keys %arrived ],
 	[ sort((map { "msg_$_" } @pending), keys %batch_body) ],
 	'each pending delivery and batch event arrived, once each')
   or diag(explain \%arrived);
-ok( poll_for(
-		"SELECT count(*) = $expect FROM webhooks.deliveries
-		  WHERE webhook_id IN ($wid{opens}, $wid{clicks}, $wid{sends}) AND state = 'delivered'
-		    AND (id > $max_id OR id IN (" . join(',', @pending) . "))", 30),
-	'they are recorded as delivered');
+poll("SELECT count(*) = $expect FROM webhooks.deliveries
+	  WHERE webhook_id IN ($wid{opens}, $wid{clicks}, $wid{sends}) AND state = 'delivered'
+	    AND (id > $max_id OR id IN (" . join(',', @pending) . "))",
+	'they are recorded as delivered', 30);
 is( sq(
 		"SELECT string_agg(msg_id, ',' ORDER BY msg_id) FROM webhooks.deliveries
 		  WHERE webhook_id = $wid{sends}"),
@@ -447,11 +407,11 @@ SELECT format('comment on %s: %s', pg_describe_object(d.classoid, d.objoid, d.ob
   FROM pg_description d JOIN members m ON m.classid = d.classoid AND m.objid = d.objoid
 SQL
 sq('CREATE DATABASE fresh');
-$node->safe_psql('fresh', 'CREATE EXTENSION webhooks');
-is($node->safe_psql('fresh', "SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"),
+sq('CREATE EXTENSION webhooks', db => 'fresh');
+is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'", db => 'fresh'),
 	'1.2', 'a fresh CREATE EXTENSION installs 1.2');
 my @updated = sort split /\n/, sq($catalog_sql);
-my @fresh = sort split /\n/, $node->safe_psql('fresh', $catalog_sql);
+my @fresh = sort split /\n/, sq($catalog_sql, db => 'fresh');
 my %in_fresh = map { $_ => 1 } @fresh;
 my %in_updated = map { $_ => 1 } @updated;
 my @diff = (
@@ -480,15 +440,15 @@ my $again = sq(
 	 COMMIT;");
 like($again, qr/^\d+$/, 'dropped and made again at 1.0 in one transaction, with an event queued');
 $rcv->set_secret(sq("SELECT secret FROM webhooks.webhooks WHERE name = 'again'"));
-ok(log_within($version_msg, $offset, 15),
+ok(wait_log_count($offset, $version_msg, 1, 15),
 	'the worker notices the new install and logs the version message again');
-ok(slurp_file($node->logfile, $offset) !~ /ERROR/,
+ok(log_since($offset) !~ /ERROR/,
 	'it ran nothing on the 1.0 schema (no error)')
-  or diag(slurp_file($node->logfile, $offset));
+  or diag(log_since($offset));
 is($rcv->count(real('/ok/again')), 0, 'and sent nothing');
 $offset = -s $node->logfile;
 sq('ALTER EXTENSION webhooks UPDATE');
-ok(log_within(qr/webhooks worker: serving database "postgres"/, $offset, 10),
+ok(wait_log_count($offset, qr/webhooks worker: serving database "postgres"/, 1, 10),
 	'updated again, the worker serves it');
 $reqs = $rcv->wait_for_requests(1, 30, real('/ok/again'));
 is($reqs->[0]{headers}{'webhook-id'} // '', "msg_$again", 'the queued event arrives with msg_<id>');

@@ -16,67 +16,54 @@ use WebhooksTest;
 
 my $node = new_node('unrouted');
 
-sub sq { my ($db, $sql) = @_; return $node->safe_psql($db, $sql); }
-
-# the event types with a count, e.g. "EmailClicks=4,EmailOpens=3"
+# the event types with a count in database $db, e.g. "EmailClicks=4,EmailOpens=3":
+# the live counts (webhooks.unrouted_events), or those of $relation
 sub counts
 {
-	my ($db) = @_;
-	return sq($db,
+	my ($db, $relation) = @_;
+	$relation //= 'unrouted_events';
+	return sq(
 		"SELECT coalesce(string_agg(event_type || '=' || events, ',' ORDER BY event_type), '') "
-		  . "FROM webhooks.unrouted_events WHERE events > 0");
+		  . "FROM webhooks.$relation WHERE events > 0",
+		db => $db);
 }
 
-sub emit
+# the counts the worker saved in database $db
+sub saved { return counts($_[0], 'unrouted_event_totals'); }
+
+# emit $n events of $type in database $db
+sub emit_many
 {
 	my ($db, $type, $n) = @_;
-	sq($db,
-		"SELECT count(webhooks.emit('$type', '{\"messageId\": 1, \"subscriberId\": 2, \"subscriberEmail\": \"a\@b.c\"}')) "
-		  . "FROM generate_series(1, $n)");
-}
-
-sub restart_worker
-{
-	my $old = sq('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker'");
-	sq('postgres', "SELECT pg_terminate_backend($old)");
-	ok( $node->poll_query_until('postgres',
-			"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'webhooks worker' AND pid <> $old"),
-		'the worker comes back');
-}
-
-sub saved
-{
-	my ($db) = @_;
-	return sq($db,
-		"SELECT coalesce(string_agg(event_type || '=' || events, ',' ORDER BY event_type), '') "
-		  . "FROM webhooks.unrouted_event_totals WHERE events > 0");
+	sq( "SELECT count(webhooks.emit('$type', '{\"messageId\": 1, \"subscriberId\": 2, \"subscriberEmail\": \"a\@b.c\"}')) "
+		  . "FROM generate_series(1, $n)",
+		db => $db);
 }
 
 # --- two databases ---------------------------------------------------------
-sq('postgres', <<'SQL');
+sq(<<'SQL');
 CREATE TABLE email_clicks (message_id bigint, subscriber_id bigint, subscriber_email text);
 CREATE TRIGGER clicks_webhook AFTER INSERT ON email_clicks
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION webhooks.enqueue_event('EmailClicks');
 INSERT INTO email_clicks SELECT i, i, 'c@example.com' FROM generate_series(1, 4) i;
 SQL
-emit('postgres', 'EmailOpens', 3);
-sq('postgres', 'CREATE DATABASE other');
-sq('other', 'CREATE EXTENSION webhooks');
-emit('other', 'EmailOpens', 2);
-emit('other', 'EmailBounces', 1);
+emit_many('postgres', 'EmailOpens', 3);
+sq('CREATE DATABASE other');
+sq('CREATE EXTENSION webhooks', db => 'other');
+emit_many('other', 'EmailOpens', 2);
+emit_many('other', 'EmailBounces', 1);
 is(counts('postgres'), 'EmailClicks=4,EmailOpens=3', 'database postgres counts its own events');
 is(counts('other'), 'EmailBounces=1,EmailOpens=2', 'database other counts its own events');
 
 # --- saved by the worker, kept across a restart ------------------------------
 restart_worker();
-ok( $node->poll_query_until('postgres',
-		"SELECT sum(events) = 7 FROM webhooks.unrouted_event_totals"),
+poll("SELECT sum(events) = 7 FROM webhooks.unrouted_event_totals",
 	'the worker saves the counts of its database');
 is(saved('postgres'), 'EmailClicks=4,EmailOpens=3', 'and only those');
 is(counts('postgres'), 'EmailClicks=4,EmailOpens=3', 'saving changes no total');
 is(saved('other'), '', 'nothing is saved in a database the worker does not serve');
-emit('postgres', 'EmailOpens', 1);
+emit_many('postgres', 'EmailOpens', 1);
 is(counts('postgres'), 'EmailClicks=4,EmailOpens=4', 'an event after the save is shown at once');
 
 $node->restart;
@@ -87,12 +74,11 @@ is(counts('postgres'), 'EmailClicks=4,EmailOpens=3',
 is(counts('other'), '', 'a database the worker does not serve starts from zero');
 
 # --- new counts add to the saved ones ------------------------------------------
-emit('postgres', 'EmailOpens', 2);
-emit('other', 'EmailOpens', 1);
+emit_many('postgres', 'EmailOpens', 2);
+emit_many('other', 'EmailOpens', 1);
 is(counts('postgres'), 'EmailClicks=4,EmailOpens=5', 'counts after the restart add to the saved ones');
 restart_worker();
-ok( $node->poll_query_until('postgres',
-		"SELECT events = 5 FROM webhooks.unrouted_event_totals WHERE event_type = 'EmailOpens'"),
+poll("SELECT events = 5 FROM webhooks.unrouted_event_totals WHERE event_type = 'EmailOpens'",
 	'the worker saves them');
 is(counts('postgres'), 'EmailClicks=4,EmailOpens=5', 'saved once, counted once');
 is(counts('other'), 'EmailOpens=1', 'database other still counts only its own');

@@ -32,38 +32,11 @@ my $node = new_node(
 		"webhooks.retry_schedule = '1s, 1s'"
 	]);
 
-sub sq
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
-# requests under $prefix, without the wizard's connection tests
-sub real
-{
-	my ($prefix) = @_;
-	return sub {
-		index($_[0]{path}, $prefix) == 0
-		  && ($_[0]{headers}{'webhook-id'} // '') !~ /^msg_test_/;
-	};
-}
-
 # created against /ok/<name> (the wizard's connection test), then pointed
-# at $target by a direct UPDATE (the wizard would wait for a slow target)
-sub make_webhook
-{
-	my ($name, $type, $target) = @_;
-	sq("SELECT * FROM webhooks.create_webhook('$name', '$type', '"
-		  . $rcv->url("/ok/$name") . "')");
-	sq( "SELECT webhooks.deactivate_webhook('$name');"
-		  . "SELECT webhooks.update_webhook('$name', target_url => '$target');"
-		  . "UPDATE webhooks.webhooks SET is_active = true WHERE name = '$name'");
-	return;
-}
-
-make_webhook('slow_a', 'EmailSends',  $rcv->url("/slow/$SLOW_MS/a"));
-make_webhook('slow_b', 'EmailOpens',  $rcv->url("/slow/$SLOW_MS/b"));
-make_webhook('fast_c', 'EmailClicks', $rcv->url("/ok/fast_c"));
+# at the target by a direct UPDATE (the wizard would wait for a slow target)
+make_webhook($rcv, 'slow_a', 'EmailSends',  $rcv->url("/slow/$SLOW_MS/a"));
+make_webhook($rcv, 'slow_b', 'EmailOpens',  $rcv->url("/slow/$SLOW_MS/b"));
+make_webhook($rcv, 'fast_c', 'EmailClicks', $rcv->url("/ok/fast_c"));
 
 # both backlogs in one transaction: both are due at the worker's first claim
 sq( "BEGIN;"
@@ -106,11 +79,8 @@ cmp_ok(sq($pending_slow), '>', 16,
 	'the slow webhooks still had backlogs while the fast events were delivered');
 
 # everything is delivered in the end, each event once
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FILTER (WHERE state = 'delivered') = 2 * $BACKLOG + 5 "
-		  . "AND count(*) = 2 * $BACKLOG + 5 FROM webhooks.deliveries",
-		't'),
+poll("SELECT count(*) FILTER (WHERE state = 'delivered') = 2 * $BACKLOG + 5 "
+	  . "AND count(*) = 2 * $BACKLOG + 5 FROM webhooks.deliveries",
 	'every event is delivered');
 is($rcv->count($slow_a) + $rcv->count($slow_b) + $rcv->count($fast_c),
 	2 * $BACKLOG + 5, 'each event arrived once');
