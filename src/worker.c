@@ -1419,7 +1419,8 @@ still_leased(int n, HTAB *written)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *tokens = palloc(sizeof(Datum) * n);
-	bool	   *mine = palloc0(sizeof(bool) * n);
+	/* read after the commit: not in SPI's memory, which the commit frees */
+	bool	   *mine = MemoryContextAllocZero(wk.loop_cxt, sizeof(bool) * n);
 	Datum		args[2];
 	HTAB	   *leased;
 	HASHCTL		ctl;
@@ -1595,9 +1596,13 @@ flush_results(void)
 	result_batch_init(&batch, n);
 	for (i = 0; i < n; i++)
 		result_batch_add(&batch, wk.finished[i]);
+	/*
+	 * Read after the commit (settle_results): in the step's memory, not in
+	 * SPI's, which commit_xact frees.
+	 */
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = ctl.entrysize = sizeof(int64);
-	ctl.hcxt = CurrentMemoryContext;
+	ctl.hcxt = wk.loop_cxt;
 	written = hash_create("webhooks written", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	nwritten = write_successes(&batch, written) + write_others(&batch, written);
 	if (nwritten < n)
