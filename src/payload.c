@@ -534,19 +534,6 @@ static SPIPlanPtr plan_active = NULL;
 static SPIPlanPtr plan_insert_one = NULL;
 static SPIPlanPtr plan_insert_batch = NULL;
 
-/* prepare sql and keep the plan for the life of the backend */
-static SPIPlanPtr
-prepare_saved(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
-
 /*
  * The active webhook for an event type, or 0.  Cached for the rest of the
  * current command, so a multi-row INSERT with a row trigger asks once.
@@ -570,7 +557,7 @@ active_webhook_id(const char *event_type)
 		return cached_id;
 
 	if (plan_active == NULL)
-		plan_active = prepare_saved("SELECT id FROM webhooks.webhooks "
+		plan_active = wh_keep_plan("SELECT id FROM webhooks.webhooks "
 									"WHERE event_type = $1 AND is_active",
 									1, &argtype);
 	arg = CStringGetTextDatum(event_type);
@@ -601,7 +588,7 @@ insert_one(int64 webhook_id, const char *event_type, const char *body)
 	int			rc;
 
 	if (plan_insert_one == NULL)
-		plan_insert_one = prepare_saved("INSERT INTO webhooks.deliveries (webhook_id, event_type, body) "
+		plan_insert_one = wh_keep_plan("INSERT INTO webhooks.deliveries (webhook_id, event_type, body) "
 										"VALUES ($1, $2, $3) RETURNING id",
 										3, argtypes);
 	args[0] = Int64GetDatum(webhook_id);
@@ -628,7 +615,7 @@ insert_batch(int64 webhook_id, const char *event_type, StringInfo bodies, int n)
 	int			rc;
 
 	if (plan_insert_batch == NULL)
-		plan_insert_batch = prepare_saved("INSERT INTO webhooks.event_batches (webhook_id, event_type, events, bodies) "
+		plan_insert_batch = wh_keep_plan("INSERT INTO webhooks.event_batches (webhook_id, event_type, events, bodies) "
 										  "VALUES ($1, $2, $3, $4)",
 										  4, argtypes);
 	args[0] = Int64GetDatum(webhook_id);

@@ -20,6 +20,7 @@
 #include <limits.h>
 
 #include "access/xact.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -464,4 +465,20 @@ _PG_init(void)
 	RegisterSubXactCallback(wh_subxact_callback, NULL);
 
 	wh_register_worker();
+}
+
+/*
+ * Prepare a statement and keep its plan for the backend's lifetime: the
+ * worker's statements, and the enqueue path's (payload.c).
+ */
+SPIPlanPtr
+wh_keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep the plan of \"%s\"", sql);
+	return plan;
 }

@@ -69,4 +69,8 @@ extern void wh_wake_worker_at_commit(void);
 extern void wh_batches_at_commit(void);
 extern void wh_wake_worker_now(void);
 
+/* ---- SPI ---- */
+/* a prepared statement kept for the backend's lifetime (SPI_keepplan) */
+extern struct _SPI_plan *wh_keep_plan(const char *sql, int nargs, Oid *argtypes);
+
 #endif							/* WEBHOOKS_H */

@@ -393,18 +393,6 @@ commit_xact(void)
 	pgstat_report_stat(false);
 }
 
-/* prepare a statement and keep its plan for the worker's lifetime */
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /*
  * The worker's statements.  They run as superuser with search_path pinned
  * to pg_catalog, pg_temp, and are written so that every name resolves
@@ -446,7 +434,7 @@ prepare_plans(void)
 	 * each webhook's rows come from its own range of deliveries_due, so a
 	 * saturated webhook's backlog is never scanned to find another's rows.
 	 */
-	plans.candidates = keep_plan(
+	plans.candidates = wh_keep_plan(
 								"SELECT c.id, w.id, w.is_active "
 								"  FROM webhooks.webhooks w "
 								" CROSS JOIN LATERAL ("
@@ -458,7 +446,7 @@ prepare_plans(void)
 								"          FOR UPDATE SKIP LOCKED) c "
 								" WHERE w.id <> ALL ($2)",
 								2, t_cand);
-	plans.claim = keep_plan(
+	plans.claim = wh_keep_plan(
 						   "UPDATE webhooks.deliveries d "
 						   "   SET next_attempt_at = $2, lease_until = $2, lease_token = $3, "
 						   "       attempts = LEAST(d.attempts, 2147483646) + 1, "
@@ -474,9 +462,9 @@ prepare_plans(void)
 	 * due rows of an inactive webhook (a race with its deactivation) are
 	 * held, judged under a lock on the webhook row (a racing activation)
 	 */
-	plans.hold = keep_plan("SELECT webhooks._hold_inactive($1)", 1, t_hold);
+	plans.hold = wh_keep_plan("SELECT webhooks._hold_inactive($1)", 1, t_hold);
 	/* webhooks with every slot taken are skipped: their completions wake us */
-	plans.next_due = keep_plan(
+	plans.next_due = wh_keep_plan(
 							  "SELECT pg_catalog.min(x.t) FROM webhooks.webhooks w "
 							  " CROSS JOIN LATERAL ("
 							  "       SELECT d.next_attempt_at AS t FROM webhooks.deliveries d "
@@ -484,7 +472,7 @@ prepare_plans(void)
 							  "        ORDER BY d.next_attempt_at LIMIT 1) x "
 							  " WHERE w.id <> ALL ($1)",
 							  1, t_cand + 1);
-	plans.record = keep_plan("SELECT webhooks._record_results($1)", 1, t_record);
+	plans.record = wh_keep_plan("SELECT webhooks._record_results($1)", 1, t_record);
 
 	/*
 	 * Successes, most results: the webhook's state does not matter and
@@ -494,11 +482,11 @@ prepare_plans(void)
 	 * id list: a generic plan can neither scan the table, however small it
 	 * was when the plan was made, nor rescan the locked rows per row.
 	 */
-	plans.lock_rows = keep_plan(
+	plans.lock_rows = wh_keep_plan(
 							   "SELECT x.id FROM webhooks.deliveries x "
 							   " WHERE x.id = ANY ($1) FOR UPDATE SKIP LOCKED",
 							   1, t_delivered);
-	plans.record_delivered = keep_plan(
+	plans.record_delivered = wh_keep_plan(
 									  "UPDATE webhooks.deliveries d "
 									  "   SET state = 'delivered', lease_until = NULL, lease_token = NULL, "
 									  "       finished_at = $4, last_status = r.status, last_error = NULL "
@@ -508,14 +496,14 @@ prepare_plans(void)
 									  "RETURNING d.id",
 									  5, t_delivered);
 	/* of results not written, those whose lease is still ours (rows locked) */
-	plans.still_leased = keep_plan(
+	plans.still_leased = wh_keep_plan(
 								  "SELECT d.id FROM webhooks.deliveries d, "
 								  "       ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token) "
 								  " WHERE d.id = r.id AND d.lease_token = r.token",
 								  2, t_leased);
-	plans.deactivate = keep_plan("SELECT webhooks._deactivate_gone($1, $2)", 2, t_deactivate);
+	plans.deactivate = wh_keep_plan("SELECT webhooks._deactivate_gone($1, $2)", 2, t_deactivate);
 	/* leases of deliveries claimed but never sent: due again, attempt undone */
-	plans.release = keep_plan(
+	plans.release = wh_keep_plan(
 							 "UPDATE webhooks.deliveries d "
 							 "   SET lease_until = NULL, lease_token = NULL, next_attempt_at = pg_catalog.now(), "
 							 "       attempts = GREATEST(d.attempts - 1, 0) "
