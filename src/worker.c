@@ -435,29 +435,29 @@ prepare_plans(void)
 	 * saturated webhook's backlog is never scanned to find another's rows.
 	 */
 	plans.candidates = wh_keep_plan(
-								"SELECT c.id, w.id, w.is_active "
-								"  FROM webhooks.webhooks w "
-								" CROSS JOIN LATERAL ("
-								"       SELECT d.id FROM webhooks.deliveries d "
-								"        WHERE d.webhook_id = w.id AND d.state = 'pending' "
-								"          AND d.next_attempt_at <= pg_catalog.now() "
-								"        ORDER BY d.next_attempt_at "
-								"        LIMIT $1 "
-								"          FOR UPDATE SKIP LOCKED) c "
-								" WHERE w.id <> ALL ($2)",
-								2, t_cand);
+		"SELECT c.id, w.id, w.is_active "
+		"  FROM webhooks.webhooks w "
+		" CROSS JOIN LATERAL ("
+		"       SELECT d.id FROM webhooks.deliveries d "
+		"        WHERE d.webhook_id = w.id AND d.state = 'pending' "
+		"          AND d.next_attempt_at <= pg_catalog.now() "
+		"        ORDER BY d.next_attempt_at "
+		"        LIMIT $1 "
+		"          FOR UPDATE SKIP LOCKED) c "
+		" WHERE w.id <> ALL ($2)",
+		2, t_cand);
 	plans.claim = wh_keep_plan(
-						   "UPDATE webhooks.deliveries d "
-						   "   SET next_attempt_at = $2, lease_until = $2, lease_token = $3, "
-						   "       attempts = LEAST(d.attempts, 2147483646) + 1, "
-						   "       last_attempt_at = pg_catalog.now() "
-						   "  FROM webhooks.webhooks w "
-						   " WHERE d.id = ANY ($1) AND w.id = d.webhook_id AND w.is_active "
-						   "RETURNING d.id, d.attempts, d.body, w.id, w.name, w.target_url, w.secret, "
-						   "          CASE WHEN w.previous_secret_expires_at > pg_catalog.now() "
-						   "               THEN w.previous_secret END, "
-						   "          w.auth_token, w.headers, d.msg_id",
-						   3, t_claim);
+		"UPDATE webhooks.deliveries d "
+		"   SET next_attempt_at = $2, lease_until = $2, lease_token = $3, "
+		"       attempts = LEAST(d.attempts, 2147483646) + 1, "
+		"       last_attempt_at = pg_catalog.now() "
+		"  FROM webhooks.webhooks w "
+		" WHERE d.id = ANY ($1) AND w.id = d.webhook_id AND w.is_active "
+		"RETURNING d.id, d.attempts, d.body, w.id, w.name, w.target_url, w.secret, "
+		"          CASE WHEN w.previous_secret_expires_at > pg_catalog.now() "
+		"               THEN w.previous_secret END, "
+		"          w.auth_token, w.headers, d.msg_id",
+		3, t_claim);
 	/*
 	 * due rows of an inactive webhook (a race with its deactivation) are
 	 * held, judged under a lock on the webhook row (a racing activation)
@@ -465,13 +465,13 @@ prepare_plans(void)
 	plans.hold = wh_keep_plan("SELECT webhooks._hold_inactive($1)", 1, t_hold);
 	/* webhooks with every slot taken are skipped: their completions wake us */
 	plans.next_due = wh_keep_plan(
-							  "SELECT pg_catalog.min(x.t) FROM webhooks.webhooks w "
-							  " CROSS JOIN LATERAL ("
-							  "       SELECT d.next_attempt_at AS t FROM webhooks.deliveries d "
-							  "        WHERE d.webhook_id = w.id AND d.state = 'pending' "
-							  "        ORDER BY d.next_attempt_at LIMIT 1) x "
-							  " WHERE w.id <> ALL ($1)",
-							  1, t_cand + 1);
+		"SELECT pg_catalog.min(x.t) FROM webhooks.webhooks w "
+		" CROSS JOIN LATERAL ("
+		"       SELECT d.next_attempt_at AS t FROM webhooks.deliveries d "
+		"        WHERE d.webhook_id = w.id AND d.state = 'pending' "
+		"        ORDER BY d.next_attempt_at LIMIT 1) x "
+		" WHERE w.id <> ALL ($1)",
+		1, t_cand + 1);
 	plans.record = wh_keep_plan("SELECT webhooks._record_results($1)", 1, t_record);
 
 	/*
@@ -483,33 +483,33 @@ prepare_plans(void)
 	 * was when the plan was made, nor rescan the locked rows per row.
 	 */
 	plans.lock_rows = wh_keep_plan(
-							   "SELECT x.id FROM webhooks.deliveries x "
-							   " WHERE x.id = ANY ($1) FOR UPDATE SKIP LOCKED",
-							   1, t_delivered);
+		"SELECT x.id FROM webhooks.deliveries x "
+		" WHERE x.id = ANY ($1) FOR UPDATE SKIP LOCKED",
+		1, t_delivered);
 	plans.record_delivered = wh_keep_plan(
-									  "UPDATE webhooks.deliveries d "
-									  "   SET state = 'delivered', lease_until = NULL, lease_token = NULL, "
-									  "       finished_at = $4, last_status = r.status, last_error = NULL "
-									  "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-									  "                 pg_catalog.unnest($3)) AS r(id, token, status) "
-									  " WHERE d.id = ANY ($5) AND d.id = r.id AND d.lease_token = r.token "
-									  "RETURNING d.id",
-									  5, t_delivered);
+		"UPDATE webhooks.deliveries d "
+		"   SET state = 'delivered', lease_until = NULL, lease_token = NULL, "
+		"       finished_at = $4, last_status = r.status, last_error = NULL "
+		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+		"                 pg_catalog.unnest($3)) AS r(id, token, status) "
+		" WHERE d.id = ANY ($5) AND d.id = r.id AND d.lease_token = r.token "
+		"RETURNING d.id",
+		5, t_delivered);
 	/* of results not written, those whose lease is still ours (rows locked) */
 	plans.still_leased = wh_keep_plan(
-								  "SELECT d.id FROM webhooks.deliveries d, "
-								  "       ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token) "
-								  " WHERE d.id = r.id AND d.lease_token = r.token",
-								  2, t_leased);
+		"SELECT d.id FROM webhooks.deliveries d, "
+		"       ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token) "
+		" WHERE d.id = r.id AND d.lease_token = r.token",
+		2, t_leased);
 	plans.deactivate = wh_keep_plan("SELECT webhooks._deactivate_gone($1, $2)", 2, t_deactivate);
 	/* leases of deliveries claimed but never sent: due again, attempt undone */
 	plans.release = wh_keep_plan(
-							 "UPDATE webhooks.deliveries d "
-							 "   SET lease_until = NULL, lease_token = NULL, next_attempt_at = pg_catalog.now(), "
-							 "       attempts = GREATEST(d.attempts - 1, 0) "
-							 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token) "
-							 " WHERE d.id = r.id AND d.lease_token = r.token",
-							 2, t_leased);
+		"UPDATE webhooks.deliveries d "
+		"   SET lease_until = NULL, lease_token = NULL, next_attempt_at = pg_catalog.now(), "
+		"       attempts = GREATEST(d.attempts - 1, 0) "
+		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, token) "
+		" WHERE d.id = r.id AND d.lease_token = r.token",
+		2, t_leased);
 }
 
 /* after DROP EXTENSION or an error: saved plans may point at dropped objects */
