@@ -218,3 +218,14 @@ webhooks_batch_msg_id(PG_FUNCTION_ARGS)
 				 errdetail("A webhook-id made by the extension is \"msg_\" and 32 lowercase hexadecimal digits.")));
 	PG_RETURN_TEXT_P(cstring_to_text(id));
 }
+
+/*
+ * webhooks._log_retention_s(): the retention in seconds, for the history's
+ * periods (the setting's text form has units that SQL would have to parse)
+ */
+PG_FUNCTION_INFO_V1(webhooks_log_retention_s);
+Datum
+webhooks_log_retention_s(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(wh_log_retention_s);
+}

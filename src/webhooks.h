@@ -25,7 +25,7 @@
 #include "port/atomics.h"
 
 /* the extension version (schema) this library is written for */
-#define WEBHOOKS_VERSION "1.2"
+#define WEBHOOKS_VERSION "1.3"
 #define WEBHOOKS_USER_AGENT "webhooks/" WEBHOOKS_VERSION " (PostgreSQL extension)"
 
 /* ---- settings ---- */

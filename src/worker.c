@@ -59,9 +59,10 @@
  * transaction that enqueued something sets the latch (webhooks.c); the
  * next scheduled retry bounds the sleep; once a second it looks for due
  * work anyway (COMMIT PREPARED and rows written by hand wake nobody); a
- * maintenance pass (pruning after webhooks.log_retention, expired secrets,
- * orphaned events, saving the counts of unrouted events) runs at start and
- * every minute.
+ * maintenance pass (the history's partitions made ahead and dropped past
+ * webhooks.log_retention, expired secrets, orphaned events, saving the
+ * counts of unrouted events) runs at start and every minute, or twice per
+ * history period when the retention is short.
  *
  * Signals follow worker_spi: SIGHUP reloads the settings, SIGTERM (die)
  * ends the worker at its next CHECK_FOR_INTERRUPTS, which the latch makes
@@ -116,8 +117,6 @@
 #define FLUSH_DELAY_MS 2
 #define MAINTENANCE_INTERVAL_MS (60 * 1000)
 #define IDLE_CHECK_MS (5 * 1000)
-#define PRUNE_BATCH 1000
-#define PRUNE_MAX_BATCHES 20
 #define ERROR_PAUSE_MS 1000
 /* due work that no wake-up announced (hand-written rows, COMMIT PREPARED) */
 #define POLL_INTERVAL_MS 1000
@@ -200,6 +199,7 @@ typedef struct WorkerState
 	bool		batches_pending;	/* event batches may wait to be split */
 	TimestampTz next_due;
 	TimestampTz next_maintenance;
+	TimestampTz next_expiry;	/* when the oldest history partition expires */
 	TimestampTz next_poll;
 	TimestampTz next_split;		/* while requests are in flight */
 	TimestampTz db_backoff_until;	/* after an error, until then no SQL */
@@ -477,8 +477,8 @@ prepare_plans(void)
 	/*
 	 * Successes, most results: the webhook's state does not matter and
 	 * there is no log row, so only the rows are locked (skipped when
-	 * another session holds them, as _record_results() does), then written
-	 * under their lease.  Two statements, every access to deliveries by the
+	 * another session holds them, as _record_results() does), then moved
+	 * from the queue to the history under their lease.  Two statements, every access to deliveries by the
 	 * id list: a generic plan can neither scan the table, however small it
 	 * was when the plan was made, nor rescan the locked rows per row.
 	 */
@@ -487,13 +487,18 @@ prepare_plans(void)
 		" WHERE x.id = ANY ($1) FOR UPDATE SKIP LOCKED",
 		1, t_delivered);
 	plans.record_delivered = wh_keep_plan(
-		"UPDATE webhooks.deliveries d "
-		"   SET state = 'delivered', lease_until = NULL, lease_token = NULL, "
-		"       finished_at = $4, last_status = r.status, last_error = NULL "
-		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-		"                 pg_catalog.unnest($3)) AS r(id, token, status) "
-		" WHERE d.id = ANY ($5) AND d.id = r.id AND d.lease_token = r.token "
-		"RETURNING d.id",
+		"WITH f AS ("
+		"  DELETE FROM webhooks.deliveries d "
+		"   USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+		"                    pg_catalog.unnest($3)) AS r(id, token, status) "
+		"   WHERE d.id = ANY ($5) AND d.id = r.id AND d.lease_token = r.token "
+		"  RETURNING d.id, d.webhook_id, d.event_type, d.body, d.attempts, d.created_at, "
+		"            d.last_attempt_at, d.msg_id, r.status) "
+		"INSERT INTO webhooks.delivery_history (id, webhook_id, event_type, body, state, attempts, "
+		"       created_at, last_attempt_at, finished_at, last_status, msg_id) "
+		"SELECT f.id, f.webhook_id, f.event_type, f.body, 'delivered', f.attempts, "
+		"       f.created_at, f.last_attempt_at, $4, f.status, f.msg_id FROM f "
+		"RETURNING id",
 		5, t_delivered);
 	/* of results not written, those whose lease is still ours (rows locked) */
 	plans.still_leased = wh_keep_plan(
@@ -1469,7 +1474,7 @@ write_successes(ResultBatch *b, HTAB *written)
 	args[2] = make_array(b->ok_status, NULL, b->nok, INT4OID);
 	args[3] = TimestampTzGetDatum(b->now);
 	args[4] = make_array(locked, NULL, (int) SPI_processed, INT8OID);
-	if (SPI_execute_plan(plans.record_delivered, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(plans.record_delivered, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not record delivered results");
 	return remember_written(written);
 }
@@ -1627,58 +1632,56 @@ fold_unrouted_events(void)
 }
 
 /*
- * Every minute: save the counts of unrouted events, prune history past
- * webhooks.log_retention, end secrets past their grace period, and give
- * queued events whose webhook vanished a log row.  Rows other sessions
- * hold are skipped, not waited for.
+ * How often maintenance runs: every minute, or twice per history period
+ * when the retention is short (webhooks._period_width: retention / 24, at
+ * least 10 s), so that a partition goes soon after it expires.
+ */
+static long
+maintenance_interval_ms(void)
+{
+	long		half_period_ms = (long) Max(wh_log_retention_s / 24, 10) * 500;
+
+	return Min(MAINTENANCE_INTERVAL_MS, half_period_ms);
+}
+
+/*
+ * Save the counts of unrouted events, make the history's partitions ahead
+ * and drop those past webhooks.log_retention (whole: no row is deleted one
+ * by one), end secrets past their grace period, and give queued events
+ * whose webhook vanished a log row.  Rows other sessions hold are skipped,
+ * not waited for; a partition another session uses is left for the next
+ * pass (lock_timeout in _maintain_history).
  */
 static void
 maintenance(void)
 {
-	int			i;
-	uint64		pruned = 0;
-	Datum		args[2];
-	Oid			argtypes[2] = {TIMESTAMPTZOID, INT4OID};
+	bool		isnull;
+	Datum		expiry;
+	Datum		args[1];
+	Oid			argtypes[1] = {INT4OID};
 
 	fold_unrouted_events();
 
-	args[0] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-															  -1000 * (int64) wh_log_retention_s));
-	args[1] = Int32GetDatum(PRUNE_BATCH);
-	for (i = 0; i < PRUNE_MAX_BATCHES; i++)
+	args[0] = Int32GetDatum(wh_log_retention_s);
+	begin_xact("keeping the history's partitions");
+	if (!check_extension())
 	{
-		uint64		n = 0;
-		bool		isnull;
-
-		begin_xact("pruning old deliveries and logs");
-		if (!check_extension())
-		{
-			commit_xact();
-			return;
-		}
-		if (SPI_execute_with_args("SELECT webhooks._prune($1, $2)", 2, argtypes, args,
-								  NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not prune old rows");
-		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		if (i == 0)
-		{
-			if (SPI_execute("UPDATE webhooks.webhooks w SET previous_secret = NULL, previous_secret_expires_at = NULL "
-							" WHERE w.id IN (SELECT x.id FROM webhooks.webhooks x "
-							"                 WHERE x.previous_secret_expires_at < pg_catalog.now() "
-							"                   FOR UPDATE SKIP LOCKED)", false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not end expired secrets");
-			if (SPI_execute("SELECT webhooks._sweep_orphans()", false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "could not sweep orphaned deliveries");
-		}
 		commit_xact();
-		pruned += n;
-		if (n < PRUNE_BATCH)
-			break;
-		CHECK_FOR_INTERRUPTS();
+		return;
 	}
-	if (pruned > 0)
-		ereport(DEBUG1,
-				(errmsg("webhooks worker: pruned " UINT64_FORMAT " rows older than webhooks.log_retention", pruned)));
+	if (SPI_execute_with_args("SELECT webhooks._maintain_history($1)", 1, argtypes, args,
+							  NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not keep the history's partitions");
+	expiry = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	wk.next_expiry = isnull ? 0 : DatumGetTimestampTz(expiry);
+	if (SPI_execute("UPDATE webhooks.webhooks w SET previous_secret = NULL, previous_secret_expires_at = NULL "
+					" WHERE w.id IN (SELECT x.id FROM webhooks.webhooks x "
+					"                 WHERE x.previous_secret_expires_at < pg_catalog.now() "
+					"                   FOR UPDATE SKIP LOCKED)", false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not end expired secrets");
+	if (SPI_execute("SELECT webhooks._sweep_orphans()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not sweep orphaned deliveries");
+	commit_xact();
 }
 
 /* ---------------------------------------------------------------------
@@ -2013,7 +2016,10 @@ loop_once(void)
 		run_step(step_maintain);
 		/* after an error too: a failing pass is not retried every second */
 		wk.next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														  wk.extension_present ? MAINTENANCE_INTERVAL_MS : IDLE_CHECK_MS);
+														  wk.extension_present ? maintenance_interval_ms() : IDLE_CHECK_MS);
+		/* the oldest partition goes when it expires, not up to a pass later */
+		if (wk.next_expiry != 0 && wk.next_expiry < wk.next_maintenance)
+			wk.next_maintenance = Max(wk.next_expiry, GetCurrentTimestamp() + 1000 * (TimestampTz) 1000);
 	}
 
 	report_activity();

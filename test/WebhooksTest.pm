@@ -72,7 +72,7 @@ our @EXPORT =
   lit redact payload psql_error real
   sq poll poll_until worker_pid poll_worker_idle restart_worker wait_server_up
   set_settings log_since wait_log_count msg_of body_of secret_of emit
-  make_webhook deactivate);
+  make_webhook deactivate waiting_ids);
 
 # Directory of this file (the repository's test/), absolute.
 my $test_dir = File::Basename::dirname(Cwd::abs_path(__FILE__));
@@ -599,14 +599,14 @@ of a webhook.
 sub msg_of
 {
 	my ($id) = @_;
-	return sq("SELECT msg_id FROM webhooks.deliveries WHERE id = $id");
+	return sq("SELECT msg_id FROM webhooks.all_deliveries WHERE id = $id");
 }
 
 # the body stored for a delivery
 sub body_of
 {
 	my ($id) = @_;
-	return sq("SELECT body FROM webhooks.deliveries WHERE id = $id");
+	return sq("SELECT body FROM webhooks.all_deliveries WHERE id = $id");
 }
 
 # the current secret of a webhook
@@ -649,6 +649,36 @@ C<webhooks.deactivate_webhook($name)>.
 =cut
 
 # create an active webhook, optionally pointed at a target that fails the connection test
+=pod
+
+=item waiting_ids()
+
+The webhook-ids of every event waiting for delivery (queued or held
+deliveries, and the events of unsplit batches), by webhook name: a hash
+reference of name => [ids].  The upgrade tests take it before an update and
+compare what arrives after.
+
+=cut
+
+# the webhook-ids of the waiting events, by webhook name
+sub waiting_ids
+{
+	my %ids;
+	for my $line (split /\n/, sq(<<'SQL'))
+SELECT w.name, d.msg_id FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id
+ WHERE d.state IN ('pending', 'held')
+UNION ALL
+SELECT w.name, webhooks._batch_msg_id(b.first_msg_id, e.i - 1)
+  FROM webhooks.event_batches b JOIN webhooks.webhooks w ON w.id = b.webhook_id,
+       string_to_table(b.bodies, E'\n') WITH ORDINALITY AS e(body, i)
+SQL
+	{
+		my ($name, $id) = split /\|/, $line;
+		push @{ $ids{$name} }, $id;
+	}
+	return \%ids;
+}
+
 sub make_webhook
 {
 	local $Test::Builder::Level = $Test::Builder::Level + 1;

@@ -200,7 +200,7 @@ done
 [ "$left" = 0 ] || { echo "deliveries still pending after 30 s" >&2; exit 1; }
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 say "queue drained in $((ms / 1000)).$(printf '%03d' $((ms % 1000))) s:" \
-	"$(q "SELECT string_agg(state || ' ' || n, ', ' ORDER BY state) FROM (SELECT state, count(*) n FROM webhooks.deliveries GROUP BY 1) s")"
+	"$(q "SELECT string_agg(state || ' ' || n, ', ' ORDER BY state) FROM (SELECT state, count(*) n FROM webhooks.all_deliveries GROUP BY 1) s")"
 
 # ---------------------------------------------------------------------------
 section "What the receiver got"

@@ -121,12 +121,13 @@ def batch_table():
 
 
 def truncate_queue(*more):
-    tables = ["webhooks.deliveries", "webhooks.webhook_logs"] + (["webhooks.event_batches"] if batch_table() else [])
+    tables = ["webhooks.deliveries", "webhooks.webhook_logs", "webhooks.delivery_history",
+              "webhooks.history_latency", "webhooks.history_counts"] + (["webhooks.event_batches"] if batch_table() else [])
     psql("TRUNCATE " + ", ".join(tables + list(more)))
 
 
 def queued_events():
-    n = int(psql("SELECT count(*) FROM webhooks.deliveries"))
+    n = int(psql("SELECT count(*) FROM webhooks.all_deliveries"))
     if batch_table():
         n += int(psql("SELECT coalesce(sum(events), 0) FROM webhooks.event_batches"))
     return n
@@ -409,7 +410,7 @@ def throughput_run(conc):
     while time.time() < deadline:
         if not os.path.exists("/proc/%d" % wpid):
             break
-        done = psql("SELECT count(*) FROM webhooks.deliveries WHERE state IN ('delivered', 'dead')", check=False)
+        done = psql("SELECT count(*) FROM webhooks.all_deliveries WHERE state IN ('delivered', 'dead')", check=False)
         if done is None:
             break
         conns = max(conns, nginx_connections())
@@ -420,7 +421,7 @@ def throughput_run(conc):
         elif time.time() - last_progress > 10:
             # no progress for 10 s: is the worker idle with rows leased to it?
             st = psql("SELECT (SELECT query FROM pg_stat_activity WHERE pid = %d), "
-                      "(SELECT count(*) FROM webhooks.deliveries WHERE state = 'pending' AND lease_until > now())"
+                      "(SELECT count(*) FROM webhooks.all_deliveries WHERE state = 'pending' AND lease_until > now())"
                       % wpid).split("|")
             if st[0] == "idle" and int(st[1]) > 0:
                 stalled = ("%s deliveries are leased but were never sent, and the worker is idle "
@@ -436,7 +437,7 @@ def throughput_run(conc):
     if crashes or not server_up():
         raise Crash("; ".join(crashes) or "server down")
     if stalled:
-        done = int(psql("SELECT count(*) FROM webhooks.deliveries WHERE state = 'delivered'"))
+        done = int(psql("SELECT count(*) FROM webhooks.all_deliveries WHERE state = 'delivered'"))
         raise Stall("%s; %d delivered in the first %.1f s" % (stalled, done, last_progress - commit_ts))
     if int(done) < EVENTS:
         raise RuntimeError("only %s of %d events delivered or dead after %d s" % (done, EVENTS, DRAIN_TIMEOUT))
@@ -444,7 +445,7 @@ def throughput_run(conc):
     mem1 = status_kb(wpid)
     row = psql("SELECT count(*) FILTER (WHERE state = 'delivered'), count(*) FILTER (WHERE state = 'dead'), "
                "extract(epoch FROM min(last_attempt_at)), extract(epoch FROM max(finished_at)), "
-               "(SELECT count(*) FROM webhooks.webhook_logs), max(attempts) FROM webhooks.deliveries").split("|")
+               "(SELECT count(*) FROM webhooks.webhook_logs), max(attempts) FROM webhooks.all_deliveries").split("|")
     delivered, dead, first_ts, last_ts, nlogs = int(row[0]), int(row[1]), float(row[2]), float(row[3]), int(row[4])
     time.sleep(1.2)             # the worker's last statistics reach pg_stat_database (at most 1 s late)
     xacts = xact_commits() - xact0
@@ -523,7 +524,7 @@ def sink_arrivals(lo, hi):
 def nginx_arrivals(lo, hi):
     """messageId -> the time nginx logged the request ($msec), for EmailClicks deliveries."""
     ids = {}
-    for line in psql("SELECT msg_id, (body::json->>'messageId')::bigint FROM webhooks.deliveries "
+    for line in psql("SELECT msg_id, (body::json->>'messageId')::bigint FROM webhooks.all_deliveries "
                      "WHERE event_type = 'EmailClicks' AND (body::json->>'messageId')::bigint >= %d "
                      "AND (body::json->>'messageId')::bigint < %d" % (lo, hi)).splitlines():
         d, m = line.split("|")
@@ -597,7 +598,7 @@ def latency_run(target, with_slow):
     # record transaction started
     seg = {"commit_to_claim": [], "claim_to_arrival": [], "arrival_to_recorded": []}
     rows = psql("SELECT (body::json->>'messageId')::bigint, extract(epoch FROM last_attempt_at), "
-                "extract(epoch FROM finished_at) FROM webhooks.deliveries "
+                "extract(epoch FROM finished_at) FROM webhooks.all_deliveries "
                 "WHERE event_type = '%s' AND state = 'delivered' AND attempts = 1 "
                 "AND (body::json->>'messageId')::bigint BETWEEN %d AND %d"
                 % (et, base + 1001, base + 1000 + LAT_EVENTS)).splitlines()
@@ -693,7 +694,7 @@ def trickle_latency(commits, since, until, timeout):
 
 
 def delivered_between(names, t0, t1):
-    return int(psql("SELECT count(*) FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id "
+    return int(psql("SELECT count(*) FROM webhooks.all_deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id "
                     "WHERE w.name IN (%s) AND d.state = 'delivered' AND d.finished_at >= to_timestamp(%f) "
                     "AND d.finished_at < to_timestamp(%f)" % (", ".join("'%s'" % n for n in names), t0, t1)))
 
@@ -756,12 +757,12 @@ def fair_drain_run(trickle):
     commit_ts = float(out.split()[1])
     deadline = time.time() + DRAIN_TIMEOUT
     while time.time() < deadline:
-        n = int(psql("SELECT count(*) FROM webhooks.deliveries WHERE event_type = 'EmailOpens' "
+        n = int(psql("SELECT count(*) FROM webhooks.all_deliveries WHERE event_type = 'EmailOpens' "
                      "AND state IN ('delivered', 'dead')"))
         if n >= EVENTS:
             break
         time.sleep(0.1)
-    end = float(psql("SELECT extract(epoch FROM max(finished_at)) FROM webhooks.deliveries "
+    end = float(psql("SELECT extract(epoch FROM max(finished_at)) FROM webhooks.all_deliveries "
                      "WHERE event_type = 'EmailOpens'"))
     r = {"drain_s": round(end - commit_ts, 3), "deliveries_per_s": round(EVENTS / (end - commit_ts), 1)}
     if proc is not None:
@@ -776,7 +777,7 @@ def fair_drain_run(trickle):
                  "       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY s)::numeric, 1) "
                  "  FROM (SELECT extract(epoch FROM last_attempt_at - created_at) * 1000 AS w, "
                  "               extract(epoch FROM finished_at - last_attempt_at) * 1000 AS s "
-                 "          FROM webhooks.deliveries WHERE event_type = '%s' "
+                 "          FROM webhooks.all_deliveries WHERE event_type = '%s' "
                  "           AND state = 'delivered') x" % TARGETS[FAIR_TARGET][0]).split("|")
         r.update({"enqueue_to_claim_p50_ms": q[0], "enqueue_to_claim_p99_ms": q[1],
                   "claim_to_recorded_p50_ms": q[2], "claim_to_recorded_p99_ms": q[3]})

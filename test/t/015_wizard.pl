@@ -284,7 +284,7 @@ sub finish_psql
 # delete_webhook (the worker is off: emitted events stay queued)
 ########################################################################
 {
-	is(sq("SELECT count(*) FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id WHERE w.name = 'opens2'"),
+	is(sq("SELECT count(*) FROM webhooks.all_deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id WHERE w.name = 'opens2'"),
 		'0', 'opens2 has no deliveries');
 	is($node->psql('postgres', "SELECT webhooks.delete_webhook('opens2')"), 0,
 		'delete_webhook on an inactive webhook without deliveries');
@@ -295,18 +295,18 @@ sub finish_psql
 	my $delivery = sq(
 		q{SELECT webhooks.emit('EmailOpens', '{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}')});
 	like($delivery, qr/^\d+$/, 'emit queues a delivery for the active webhook');
-	my $body = sq("SELECT body FROM webhooks.deliveries WHERE id = $delivery");
-	is(sq("SELECT state FROM webhooks.deliveries WHERE id = $delivery"), 'pending',
+	my $body = sq("SELECT body FROM webhooks.all_deliveries WHERE id = $delivery");
+	is(sq("SELECT state FROM webhooks.all_deliveries WHERE id = $delivery"), 'pending',
 		'the delivery is pending (worker off)');
 	sq("SELECT webhooks.deactivate_webhook('opens')");
-	is(sq("SELECT state FROM webhooks.deliveries WHERE id = $delivery"), 'held',
+	is(sq("SELECT state FROM webhooks.all_deliveries WHERE id = $delivery"), 'held',
 		'deactivation holds it');
 
 	fails_with("SELECT webhooks.delete_webhook('opens')", '55006',
 		qr/undelivered/, 'delete_webhook while a delivery is held');
 	is(sq("SELECT count(*) FROM webhooks.webhooks WHERE name = 'opens'"), '1',
 		'the webhook is still there');
-	is(sq("SELECT state FROM webhooks.deliveries WHERE id = $delivery"), 'held',
+	is(sq("SELECT state FROM webhooks.all_deliveries WHERE id = $delivery"), 'held',
 		'the delivery is still held');
 	fails_with("DELETE FROM webhooks.webhooks WHERE name = 'opens'", '55006',
 		qr/undelivered/, 'direct DELETE while a delivery is held');
@@ -314,7 +314,7 @@ sub finish_psql
 	is($node->psql('postgres', "SELECT webhooks.delete_webhook('opens', discard_pending => true)"),
 		0, 'delete_webhook with discard_pending => true');
 	is(sq("SELECT count(*) FROM webhooks.webhooks WHERE name = 'opens'"), '0', 'the webhook is gone');
-	is(sq("SELECT count(*) FROM webhooks.deliveries WHERE id = $delivery"), '0',
+	is(sq("SELECT count(*) FROM webhooks.all_deliveries WHERE id = $delivery"), '0',
 		'the delivery is gone');
 	is( sq(
 			"SELECT count(*), min(webhook_name), min(outcome), bool_and(webhook_payload::text = "
@@ -353,7 +353,7 @@ sub finish_psql
 	my ($req) = $rcv->wait_for_requests(1, 30, '/ok/rot');
 	ok(defined $req, 'the worker delivered the event');
 	$req //= { headers => {} };
-	my $body = sq("SELECT body FROM webhooks.deliveries WHERE id = $delivery");
+	my $body = sq("SELECT body FROM webhooks.all_deliveries WHERE id = $delivery");
 	is($req->{body}, $body, 'the delivery carries the queued body');
 	my @sigs = sig_entries($req);
 	is(scalar(@sigs), 2, 'the delivery carries two v1 signatures');
@@ -368,7 +368,7 @@ sub finish_psql
 		  && verify_signature($old, $h->{'webhook-id'}, $h->{'webhook-timestamp'}, $req->{body}, $sigs[0])
 		  != verify_signature($old, $h->{'webhook-id'}, $h->{'webhook-timestamp'}, $req->{body}, $sigs[1]),
 		'one signature per secret');
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $delivery",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $delivery",
 		'the delivery is recorded as delivered');
 
 	# the next connection test (activation) is signed with both secrets too

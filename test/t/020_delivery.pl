@@ -63,7 +63,7 @@ sub failed_without_answer
 		"$what writes a log row");
 	my ($row, $err) = split /\n/, sq(
 		"SELECT webhook_name = '$name', webhook_id = $wid, status IS NULL,
-		        webhook_payload::text = (SELECT body FROM webhooks.deliveries WHERE id = $d),
+		        webhook_payload::text = (SELECT body FROM webhooks.all_deliveries WHERE id = $d),
 		        outcome, next_attempt_at IS NOT NULL
 		   FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1;
 		 SELECT error_content FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1");
@@ -79,7 +79,7 @@ sub delivered_once
 	my ($ids, $path, $secret, $what) = @_;
 	my $list = join ',', @$ids;
 	poll("SELECT count(*) = " . scalar(@$ids)
-		  . " FROM webhooks.deliveries WHERE id IN ($list) AND state = 'delivered'",
+		  . " FROM webhooks.all_deliveries WHERE id IN ($list) AND state = 'delivered'",
 		"$what are delivered");
 	my $reqs = $rcv->wait_for_requests(scalar(@$ids), 30, real($path));
 	is_deeply([ sort map { $_->{headers}{'webhook-id'} } @$reqs ],
@@ -92,7 +92,7 @@ sub delivered_once
 # nothing queued and the worker asleep in its wait (not polling the queue)
 my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
   WHERE backend_type = 'webhooks worker' AND wait_event_type = 'Extension'
-    AND NOT EXISTS (SELECT FROM webhooks.deliveries WHERE state = 'pending')};
+    AND NOT EXISTS (SELECT FROM webhooks.all_deliveries WHERE state = 'pending')};
 
 ########################################################################
 # A successful delivery
@@ -111,7 +111,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 		  . "CREATE TRIGGER t AFTER INSERT ON email_opens REFERENCING NEW TABLE AS new_rows"
 		  . " FOR EACH STATEMENT EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens')");
 	sq("INSERT INTO email_opens(message_id, subscriber_id, subscriber_email) VALUES (2, 3, 'x\@y.z')");
-	my $d2 = sq("SELECT max(id) FROM webhooks.deliveries WHERE webhook_id = $wid");
+	my $d2 = sq("SELECT max(id) FROM webhooks.all_deliveries WHERE webhook_id = $wid");
 	isnt($d2, $d1, 'the trigger enqueued a second delivery');
 
 	# the worker was idle: only the commit can have woken it
@@ -134,7 +134,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 		'emitted body is the specification\'s flat payload');
 	like($by_id{ msg_of($d2) }{body}, qr/"messageId":2,"subscriberId":3,"subscriberEmail":"x\@y\.z"\}$/,
 		'trigger body maps the row\'s columns');
-	poll("SELECT count(*) = 2 FROM webhooks.deliveries WHERE id IN ($d1, $d2)"
+	poll("SELECT count(*) = 2 FROM webhooks.all_deliveries WHERE id IN ($d1, $d2)"
 		  . " AND state = 'delivered' AND attempts = 1 AND finished_at IS NOT NULL",
 		'both deliveries are delivered after one attempt');
 	is(sq("SELECT count(*) FROM webhooks.webhook_logs WHERE webhook_id = $wid"), '0',
@@ -151,7 +151,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 		'a failed attempt writes a log row');
 	is( sq(
 			"SELECT webhook_name = 'fail500', webhook_id = $wid, status, error_content,
-			        webhook_payload::text = (SELECT body FROM webhooks.deliveries WHERE id = $d),
+			        webhook_payload::text = (SELECT body FROM webhooks.all_deliveries WHERE id = $d),
 			        attempt, outcome, next_attempt_at > occurrence_date,
 			        occurrence_date BETWEEN now() - interval '1 minute' AND now(),
 			        duration_ms >= 0
@@ -163,12 +163,12 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 	check_request($reqs->[0], $d, $secret, '500 target');
 
 	# '1s, 1s': three attempts, then dead
-	poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'dead' FROM webhooks.all_deliveries WHERE id = $d",
 		'after the schedule the delivery is dead');
 	is( log_rows($d),
 		"1|500|error body 500|retry|t\n2|500|error body 500|retry|t\n3|500|error body 500|dead|f",
 		'three log rows: retry, retry, dead (no next attempt)');
-	is(sq("SELECT attempts FROM webhooks.deliveries WHERE id = $d"), '3', 'attempts = 3');
+	is(sq("SELECT attempts FROM webhooks.all_deliveries WHERE id = $d"), '3', 'attempts = 3');
 }
 
 ########################################################################
@@ -184,7 +184,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 	my $err = failed_without_answer($d, $wid, 'refused', 'a refused connection');
 	like($err, qr/connect/i, 'error_content is the transport error');
 	like($err, qr/refused|couldn't connect|failed to connect/i, '... about the refused connection');
-	poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'dead' FROM webhooks.all_deliveries WHERE id = $d",
 		'the refused delivery ends dead');
 }
 
@@ -194,11 +194,11 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 {
 	my ($wid, $secret) = make_webhook($rcv, 'flaky', 'EmailBounces', $rcv->url('/flaky/2/k1'));
 	my $d = emit('EmailBounces', 30);
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 		'the flaky delivery ends delivered');
 	is(log_rows($d), "1|500|flaky failure|retry|t\n2|500|flaky failure|retry|t",
 		'two log rows, both retry');
-	is(sq("SELECT attempts FROM webhooks.deliveries WHERE id = $d"), '3', 'attempts = 3');
+	is(sq("SELECT attempts FROM webhooks.all_deliveries WHERE id = $d"), '3', 'attempts = 3');
 	my $reqs = $rcv->wait_for_requests(3, 30, real('/flaky/'));
 	is(scalar(@$reqs), 3, 'the receiver got three requests');
 	is_deeply([ map { $_->{status} } @$reqs ], [ 500, 500, 200 ], 'answered 500, 500, 200');
@@ -229,7 +229,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 		'the second request came at least 2 s after the first')
 	  or diag('gap: ' . ($reqs->[1]{t} - $reqs->[0]{t}));
 	check_request($reqs->[1], $d, $secret, 'after Retry-After');
-	poll("SELECT state = 'dead' AND attempts = 3 FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'dead' AND attempts = 3 FROM webhooks.all_deliveries WHERE id = $d",
 		'429s use up the schedule too: dead after 3 attempts');
 }
 
@@ -242,7 +242,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 	my $d = emit('Subscriptions', 50);
 	my $err = failed_without_answer($d, $wid, 'timeout', 'a timed-out request');
 	like($err, qr/time(d)? ?out/i, 'error_content mentions the timeout');
-	poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'dead' FROM webhooks.all_deliveries WHERE id = $d",
 		'the timed-out delivery ends dead');
 	set_conf("webhooks.timeout = '30s'");
 }
@@ -258,12 +258,12 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 	like(sq("SELECT deactivated_reason FROM webhooks.webhooks WHERE id = $wid"),
 		qr/410/, 'deactivated_reason mentions 410');
 	is(log_rows($d), '1|410|gone|deactivated|f', 'one log row, outcome deactivated');
-	is(sq("SELECT state FROM webhooks.deliveries WHERE id = $d"), 'held',
+	is(sq("SELECT state FROM webhooks.all_deliveries WHERE id = $d"), 'held',
 		'the delivery is held, not lost');
 
 	sq("SELECT webhooks.update_webhook('gone', target_url => '" . $rcv->url('/ok/gone-fixed') . "')");
 	sq("SELECT webhooks.activate_webhook('gone')");
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 		'activated again, the held delivery is delivered');
 	my $reqs = $rcv->wait_for_requests(1, 30, real('/ok/gone-fixed'));
 	check_request($reqs->[0], $d, $secret, 'after 410 and activation');
@@ -279,7 +279,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 	my $d = emit('Unsubscriptions', 70);
 	my $err = failed_without_answer($d, $wid, 'tls', 'a TLS failure');
 	like($err, qr/certificate/i, 'error_content is about the certificate');
-	poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'dead' FROM webhooks.all_deliveries WHERE id = $d",
 		'the TLS-failing delivery ends dead');
 	is($bad->count, 0, 'no request got past the TLS handshake');
 	$bad->stop;
@@ -309,7 +309,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 		1, 30,
 		sub { real('/ok/basic')->($_[0]) && $_[0]{body} =~ /"messageId":199,/ });
 	is(scalar(@$reqs), 1, 'the committed marker arrived');
-	poll("SELECT count(*) = 0 FROM webhooks.deliveries WHERE webhook_id = $wid AND state <> 'delivered'",
+	poll("SELECT count(*) = 0 FROM webhooks.all_deliveries WHERE webhook_id = $wid AND state <> 'delivered'",
 		'everything committed is delivered');
 	my @got = sort { $a <=> $b }
 	  map { $_->{body} =~ /"messageId":(\d+),/ ? $1 : () }
@@ -318,7 +318,7 @@ my $worker_idle = q{SELECT count(*) = 1 FROM pg_stat_activity
 		'only the committed events arrived, not the rolled-back ones (101, 102, 104, 105)');
 	is( sq(
 			"SELECT string_agg((body::json->>'messageId'), ',' ORDER BY id)
-			   FROM webhooks.deliveries WHERE webhook_id = $wid AND (body::json->>'messageId')::int > 100"),
+			   FROM webhooks.all_deliveries WHERE webhook_id = $wid AND (body::json->>'messageId')::int > 100"),
 		'103,106,199',
 		'the queue never held the rolled-back events');
 }
@@ -348,7 +348,7 @@ sub make_webhook_existing
 	@ids = grep { /^\d+$/ } @ids;
 	is(scalar(@ids), 3, 'three deliveries emitted');
 	my $list = join ',', @ids;
-	is(sq("SELECT string_agg(state, ',') FROM webhooks.deliveries WHERE id IN ($list)"),
+	is(sq("SELECT string_agg(state, ',') FROM webhooks.all_deliveries WHERE id IN ($list)"),
 		'held,held,held', 'deactivation holds them');
 
 	# a marker for another webhook, emitted later, proves the worker went
@@ -358,7 +358,7 @@ sub make_webhook_existing
 	my $mr = $rcv->wait_for_requests(1, 30, real('/ok/gone-fixed'));
 	is($mr->[0]{headers}{'webhook-id'}, msg_of($m), 'the marker arrived');
 	is($rcv->count(real('/ok/basic')), 0, 'nothing was sent for the held deliveries');
-	is(sq("SELECT string_agg(state, ',') FROM webhooks.deliveries WHERE id IN ($list)"),
+	is(sq("SELECT string_agg(state, ',') FROM webhooks.all_deliveries WHERE id IN ($list)"),
 		'held,held,held', 'they are still held');
 	is(sq("SELECT held FROM webhooks.webhook_stats WHERE webhook_name = 'basic'"), '3',
 		'webhook_stats counts them as held');
@@ -385,17 +385,17 @@ sub make_webhook_existing
 	poll("SELECT count(DISTINCT delivery_id) = 20 FROM webhooks.webhook_logs
 	       WHERE webhook_id = $wid AND status IS NULL AND outcome = 'retry'",
 		'each of them failed an attempt');
-	is(sq("SELECT count(*) FROM webhooks.deliveries WHERE webhook_id = $wid AND state <> 'pending'"),
+	is(sq("SELECT count(*) FROM webhooks.all_deliveries WHERE webhook_id = $wid AND state <> 'pending'"),
 		'0', 'all are still pending');
 
 	my $r2 = start_receiver(port => $port, secret => $secret);
 	is($r2->port, $port, 'a new receiver on the same port');
-	poll("SELECT count(*) = 20 FROM webhooks.deliveries WHERE webhook_id = $wid AND state = 'delivered'",
+	poll("SELECT count(*) = 20 FROM webhooks.all_deliveries WHERE webhook_id = $wid AND state = 'delivered'",
 		'all 20 are delivered once it is back');
 	my $reqs = $r2->wait_for_requests(20, 30, real('/ok/updown'));
 	my %seen;
 	my %id_of = map { split /\|/ } split /\n/,
-	  sq("SELECT msg_id, id FROM webhooks.deliveries WHERE webhook_id = $wid");
+	  sq("SELECT msg_id, id FROM webhooks.all_deliveries WHERE webhook_id = $wid");
 	for my $req (@$reqs)
 	{
 		my $id = $id_of{ $req->{headers}{'webhook-id'} // '' };
@@ -419,7 +419,7 @@ sub make_webhook_existing
 	my ($wid, $secret) = make_webhook($rcv, 'dying', 'EmailClicks', $rcv->url('/status/500/dying'));
 	my @ids = map { emit('EmailClicks', $_) } 501 .. 503;
 	my $list = join ',', @ids;
-	poll("SELECT count(*) = 3 FROM webhooks.deliveries WHERE id IN ($list) AND state = 'dead'",
+	poll("SELECT count(*) = 3 FROM webhooks.all_deliveries WHERE id IN ($list) AND state = 'dead'",
 		'with a 1 s schedule, two attempts and the deliveries are dead');
 	is( sq(
 			"SELECT count(*) FROM webhooks.dead_deliveries
@@ -435,9 +435,9 @@ sub make_webhook_existing
 		  . "SELECT webhooks.activate_webhook('dying');");
 
 	is(sq("SELECT webhooks.redeliver($ids[0])"), 't', 'redeliver(id)');
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $ids[0]",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $ids[0]",
 		'the redelivered delivery is delivered');
-	is(sq("SELECT count(*) FROM webhooks.deliveries WHERE id IN ($ids[1], $ids[2]) AND state = 'dead'"),
+	is(sq("SELECT count(*) FROM webhooks.all_deliveries WHERE id IN ($ids[1], $ids[2]) AND state = 'dead'"),
 		'2', 'the others are still dead');
 	is(sq("SELECT webhooks.redeliver_dead('dying')"), '2', 'redeliver_dead(name) queues the other two');
 	delivered_once(\@ids, '/ok/dying', $secret, 'redelivered, all three');

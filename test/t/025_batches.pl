@@ -40,17 +40,17 @@ is(sq("SELECT count(*) FROM webhooks.event_batches"), '0', 'a rolled-back statem
 my $n = 10001;
 sq("INSERT INTO app.email_opens (message_id, subscriber_id, subscriber_email)
     SELECT 500000 + g, g, 'user' || g || '\@example.com' FROM generate_series(1, $n) g");
-poll("SELECT count(*) = $n FROM webhooks.deliveries WHERE state = 'delivered'",
+poll("SELECT count(*) = $n FROM webhooks.all_deliveries WHERE state = 'delivered'",
 	"all $n events delivered");
 is(sq("SELECT count(*) FROM webhooks.event_batches"), '0', 'no batch left');
-is(sq("SELECT count(*) FROM webhooks.deliveries"), "$n", 'one delivery per row');
+is(sq("SELECT count(*) FROM webhooks.all_deliveries"), "$n", 'one delivery per row');
 
 my $reqs = $rcv->wait_for_requests($n + 1, 60, '/ok/opens');
 my @real = grep { ($_->{headers}{'webhook-id'} // '') !~ /^msg_test_/ } @$reqs;
 my %seen;
 my ($signed, $bodies_ok) = (0, 0);
 my %body_of = map { split /\|/, $_, 2 }
-  split /\n/, sq("SELECT msg_id, body FROM webhooks.deliveries");
+  split /\n/, sq("SELECT msg_id, body FROM webhooks.all_deliveries");
 for my $r (@real)
 {
 	my $id = $r->{headers}{'webhook-id'};
@@ -61,7 +61,7 @@ for my $r (@real)
 is(scalar(keys %seen), $n, 'every delivery arrived (distinct webhook-ids)');
 is($signed, scalar(@real), 'every request is signed with the webhook secret');
 is($bodies_ok, scalar(@real), 'every request carries its stored body');
-is( sq("SELECT count(DISTINCT (body::json->>'messageId')) FROM webhooks.deliveries
+is( sq("SELECT count(DISTINCT (body::json->>'messageId')) FROM webhooks.all_deliveries
         WHERE (body::json->>'subscriberEmail') = 'user' || (body::json->>'subscriberId') || '\@example.com'
           AND (body::json->>'messageId')::bigint = 500000 + (body::json->>'subscriberId')::bigint"),
 	"$n", 'each body was rendered from its own row');
@@ -75,11 +75,11 @@ sq("BEGIN; UPDATE webhooks.webhooks SET is_active = true WHERE name = 'opens';
     INSERT INTO app.email_opens (message_id, subscriber_id, subscriber_email)
     SELECT 900000 + g, g, 'held' || g || '\@example.com' FROM generate_series(1, 5) g;
     UPDATE webhooks.webhooks SET is_active = false WHERE name = 'opens'; COMMIT;");
-poll("SELECT count(*) = 5 FROM webhooks.deliveries WHERE state = 'held'",
+poll("SELECT count(*) = 5 FROM webhooks.all_deliveries WHERE state = 'held'",
 	'the batch of an inactive webhook is split into held deliveries');
 is(sq("SELECT count(*) FROM webhooks.event_batches"), '0', 'and the batch is gone');
 sq("SELECT webhooks.activate_webhook('opens')");
-poll("SELECT count(*) = $n + 5 FROM webhooks.deliveries WHERE state = 'delivered'",
+poll("SELECT count(*) = $n + 5 FROM webhooks.all_deliveries WHERE state = 'delivered'",
 	'activation delivers them');
 
 # deleting a webhook with queued batches: refused, unless discarded and logged

@@ -43,7 +43,7 @@ my $payload = q{'{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}'};
 	my $secret = sq("SELECT secret FROM webhooks.webhooks WHERE name = 'clicks'");
 	$rcv->set_secret($secret);
 	my $d = sq("SELECT webhooks.emit('EmailClicks', $payload)");
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d", 'a first delivery');
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d", 'a first delivery');
 
 	# A reload wakes the worker, which looks at the queue (a transaction,
 	# reported as active) and finds nothing to do: it must show idle again.
@@ -72,7 +72,7 @@ my $payload = q{'{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}'};
 	# an enabled worker delivers five events many times over.
 	Time::HiRes::sleep(2);
 	is($rcv->count(real('/ok/clicks')), 0, 'while paused nothing is sent');
-	is(sq("SELECT string_agg(state || attempts, ',') FROM webhooks.deliveries WHERE id IN ($ids)"),
+	is(sq("SELECT string_agg(state || attempts, ',') FROM webhooks.all_deliveries WHERE id IN ($ids)"),
 		'pending0,pending0,pending0,pending0,pending0',
 		'the events stay pending, no attempt made');
 	like(sq("SELECT query FROM pg_stat_activity WHERE backend_type = 'webhooks worker'"),
@@ -80,7 +80,7 @@ my $payload = q{'{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}'};
 
 	sq("ALTER SYSTEM SET webhooks.enabled = on");
 	sq("SELECT pg_reload_conf()");
-	poll("SELECT count(*) = 5 FROM webhooks.deliveries WHERE id IN ($ids) AND state = 'delivered'",
+	poll("SELECT count(*) = 5 FROM webhooks.all_deliveries WHERE id IN ($ids) AND state = 'delivered'",
 		'enabled again, the five are delivered');
 	is(scalar(@{ $rcv->wait_for_requests(5, 30, real('/ok/clicks')) }), 5,
 		'the receiver got the five');
@@ -107,7 +107,7 @@ my $payload = q{'{"messageId":1,"subscriberId":2,"subscriberEmail":"a@b.c"}'};
 
 	$rcv->clear_log;
 	my $d = sq("SELECT webhooks.emit('EmailClicks', $payload)");
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 		'the new worker delivers');
 	my $reqs = $rcv->wait_for_requests(1, 30, real('/ok/clicks'));
 	is($reqs->[0]{headers}{'webhook-id'}, msg_of($d), 'the receiver got it');
@@ -138,9 +138,9 @@ sub wait_mid_batch
 {
 	my ($first) = @_;
 	my $range = "id BETWEEN $first AND $first + 999";
-	poll("SELECT count(*) >= 40 FROM webhooks.deliveries WHERE $range AND state = 'delivered'",
+	poll("SELECT count(*) >= 40 FROM webhooks.all_deliveries WHERE $range AND state = 'delivered'",
 		'the batch is under way');
-	my $n = sq("SELECT count(*) FROM webhooks.deliveries WHERE $range AND state = 'delivered'");
+	my $n = sq("SELECT count(*) FROM webhooks.all_deliveries WHERE $range AND state = 'delivered'");
 	ok($n < 1000, "not finished yet ($n delivered)");
 	return $n;
 }
@@ -150,15 +150,15 @@ sub check_batch
 {
 	my ($first, $what) = @_;
 	my $range = "id BETWEEN $first AND $first + 999";
-	poll("SELECT count(*) = 1000 FROM webhooks.deliveries WHERE $range AND state = 'delivered'",
+	poll("SELECT count(*) = 1000 FROM webhooks.all_deliveries WHERE $range AND state = 'delivered'",
 		"$what: all 1,000 rows end delivered");
-	is(sq("SELECT count(*) FROM webhooks.deliveries WHERE $range AND webhook_id = $opens_id"),
+	is(sq("SELECT count(*) FROM webhooks.all_deliveries WHERE $range AND webhook_id = $opens_id"),
 		'1000', "$what: the batch has 1,000 rows of its webhook");
 
 	my %body = map { split /\|/, $_, 2 } split /\n/,
-	  sq("SELECT id, body FROM webhooks.deliveries WHERE $range");
+	  sq("SELECT id, body FROM webhooks.all_deliveries WHERE $range");
 	my %id_of = map { split /\|/ } split /\n/,
-	  sq("SELECT msg_id, id FROM webhooks.deliveries WHERE $range");
+	  sq("SELECT msg_id, id FROM webhooks.all_deliveries WHERE $range");
 	my $reqs = $rcv->wait_for_requests(1000, 60, real('/slow/50'));
 	my (%seen, $unknown, $bad_body, $bad_sig);
 	($unknown, $bad_body, $bad_sig) = (0, 0, 0);
@@ -211,7 +211,7 @@ sub check_batch
 # DROP EXTENSION and CREATE EXTENSION while the server runs
 ########################################################################
 {
-	poll("SELECT count(*) = 0 FROM webhooks.deliveries WHERE state = 'pending'",
+	poll("SELECT count(*) = 0 FROM webhooks.all_deliveries WHERE state = 'pending'",
 		'nothing is pending');
 	my $pid = worker_pid();
 	my ($out, $err, $timed_out) = ('', '', 0);
@@ -232,7 +232,7 @@ sub check_batch
 	sq("SELECT * FROM webhooks.create_webhook('again', 'EmailOpens', '" . $rcv->url('/ok/again') . "')");
 	my $secret = sq("SELECT secret FROM webhooks.webhooks WHERE name = 'again'");
 	my $d = sq("SELECT webhooks.emit('EmailOpens', $payload)");
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 		'after CREATE EXTENSION again, a new event is delivered');
 	my $reqs = $rcv->wait_for_requests(1, 30, real('/ok/again'));
 	is($reqs->[0]{headers}{'webhook-id'}, msg_of($d), 'the receiver got it');

@@ -87,7 +87,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 	is($row, 't|retry|t|ssrf', 'log row: status NULL, outcome retry, a retry scheduled');
 	like($werr, qr/blocked/, 'log row error_content says blocked');
 	like($werr, qr/loopback/, '... and names the loopback range');
-	is(sq("SELECT state FROM webhooks.deliveries WHERE id = $d"), 'pending',
+	is(sq("SELECT state FROM webhooks.all_deliveries WHERE id = $d"), 'pending',
 		'the delivery is still pending (retried)');
 
 	# (c) nothing got through: the socket is refused before connect(), and
@@ -97,7 +97,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 	# allowed now: the same delivery arrives on its next retry
 	set_settings(allow_private_targets => 'on');
 	poll_worker_idle();
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 		'with allow_private_targets = on the delivery is delivered');
 	my $reqs = $rcv->wait_for_requests(1, 30, for_delivery($d));
 	is(scalar(@$reqs), 1, 'the receiver got it once');
@@ -159,7 +159,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 	sq( "INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active)"
 		  . " VALUES ('unpinned', 'EmailClicks', " . lit("https://webhooks.test:$p2/ok/unpinned") . ", true)");
 	my $d1 = emit('EmailClicks', 1);
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d1",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d1",
 		'delivered to webhooks.test pinned to 127.0.0.1');
 	$r2->stop;
 	set_settings(dns_overrides => '');
@@ -183,7 +183,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 	$rcv->clear_log;
 	my ($wid) = make_webhook($rcv, 'redirect', 'EmailClicks', $rcv->url('/redirect'));
 	my $d = emit('EmailClicks', 3);
-	poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'dead' FROM webhooks.all_deliveries WHERE id = $d",
 		'the redirected delivery ends dead after its retries');
 	is( sq(
 			"SELECT string_agg(attempt || ':' || coalesce(status::text, 'NULL') || ':' || outcome, ',' ORDER BY attempt)
@@ -217,7 +217,7 @@ my $ssrf_url = "https://webhooks.test:$port/ok/ssrf";
 		$ids{$kind} = emit($bad{$kind}[0], 4);
 	}
 	my $list = join ',', values %ids;
-	poll("SELECT count(*) = 3 FROM webhooks.deliveries WHERE id IN ($list) AND state = 'dead'",
+	poll("SELECT count(*) = 3 FROM webhooks.all_deliveries WHERE id IN ($list) AND state = 'dead'",
 		'the three TLS-failing deliveries end dead');
 	for my $kind (sort keys %bad)
 	{
@@ -287,7 +287,7 @@ sub proc_kb
 	my $anon0 = proc_kb($pid, 'RssAnon');
 	my @ids = map { emit('Subscriptions', 600 + $_) } 1 .. 5;
 	my $list = join ',', @ids;
-	poll("SELECT count(*) = 5 FROM webhooks.deliveries WHERE id IN ($list) AND state = 'delivered'",
+	poll("SELECT count(*) = 5 FROM webhooks.all_deliveries WHERE id IN ($list) AND state = 'delivered'",
 		'five deliveries to a 20 MB answer are delivered (2xx)');
 	my $rss1  = proc_kb($pid, 'VmRSS');
 	my $anon1 = proc_kb($pid, 'RssAnon');
@@ -318,7 +318,7 @@ sub proc_kb
 	};
 	my $dead_with = sub {
 		my ($d, $what) = @_;
-		poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d",
+		poll("SELECT state = 'dead' FROM webhooks.all_deliveries WHERE id = $d",
 			"$what: the delivery goes dead");
 		my ($row, $err) = split /\n/, sq(
 			"SELECT count(*), bool_and(status IS NULL), min(outcome), min(attempt)
@@ -397,7 +397,7 @@ sub proc_kb
 	# and the row, repaired, delivers again (the checks are not a blanket refusal)
 	$by_hand->("auth_token = NULL");
 	$d = emit('EmailOpens', 76);
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 		'repaired by hand, the webhook delivers');
 	my $reqs = $rcv->wait_for_requests(1, 30, for_delivery($d));
 	ok(verify_request($secret, $reqs->[0]), '... signed');
@@ -408,7 +408,7 @@ sub proc_kb
 # 8. One slow webhook does not starve another
 ########################################################################
 {
-	poll("SELECT count(*) = 0 FROM webhooks.deliveries WHERE state = 'pending'",
+	poll("SELECT count(*) = 0 FROM webhooks.all_deliveries WHERE state = 'pending'",
 		'nothing else is pending');
 	set_settings(max_concurrency => '4', max_concurrency_per_webhook => '2');
 	poll_worker_idle();
@@ -421,16 +421,16 @@ sub proc_kb
 		  . " 'subscriberEmail', 'a\@b.c')::jsonb) FROM generate_series(1, 10) g");
 	sq( "SELECT webhooks.emit('EmailSends', json_build_object('messageId', g, 'subscriberId', 2,"
 		  . " 'subscriberEmail', 'a\@b.c')::jsonb) FROM generate_series(1, 5) g");
-	poll("SELECT count(*) = 5 FROM webhooks.deliveries WHERE webhook_id = $fast_id AND state = 'delivered'",
+	poll("SELECT count(*) = 5 FROM webhooks.all_deliveries WHERE webhook_id = $fast_id AND state = 'delivered'",
 		'the five fast deliveries are delivered');
 	my $slow_done = sq(
-		"SELECT count(*) FROM webhooks.deliveries WHERE webhook_id = $slow_id AND state = 'delivered'");
+		"SELECT count(*) FROM webhooks.all_deliveries WHERE webhook_id = $slow_id AND state = 'delivered'");
 	note("slow deliveries delivered when the fast ones were all delivered: $slow_done");
 	cmp_ok($slow_done, '<', 10, 'when all fast ones are delivered, the slow ones are not all done');
 	cmp_ok($slow_done, '<=', 2,
 		'... at most the first two slow ones (the fast ones did not wait behind a slow batch)');
 
-	poll("SELECT count(*) = 10 FROM webhooks.deliveries WHERE webhook_id = $slow_id AND state = 'delivered'",
+	poll("SELECT count(*) = 10 FROM webhooks.all_deliveries WHERE webhook_id = $slow_id AND state = 'delivered'",
 		'the ten slow deliveries are delivered in the end');
 	# the receiver logs a /slow request when it arrives, then sleeps 3 s:
 	# count the requests that were in the receiver at the same time

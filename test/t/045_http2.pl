@@ -39,7 +39,7 @@ sub emit_and_wait
 	my ($type, $tag, $n, $name, $total, $what) = @_;
 	sq( "SELECT webhooks.emit('$type', jsonb_build_object('messageId', g, 'subscriberId', g, "
 		  . "'subscriberEmail', '$tag-' || g || '\@example.com')) FROM generate_series(1, $n) g");
-	poll("SELECT count(*) = $total FROM webhooks.deliveries d JOIN webhooks.webhooks w "
+	poll("SELECT count(*) = $total FROM webhooks.all_deliveries d JOIN webhooks.webhooks w "
 		  . "ON w.id = d.webhook_id WHERE w.name = '$name' AND d.state = 'delivered'",
 		$what);
 }
@@ -73,7 +73,7 @@ my %conns = map { $_->{conn} => 1 } @got;
 cmp_ok(scalar(keys %conns), '<=', 3,
 	'multiplexed: 200 requests on at most 3 connections (got ' . scalar(keys %conns) . ')');
 my %bodies = map { $_ => 1 } split /\n/,
-  sq("SELECT body FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id WHERE w.name = 'h2'");
+  sq("SELECT body FROM webhooks.all_deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id WHERE w.name = 'h2'");
 is(scalar(grep { $bodies{ $_->{body} } } @got), 200, 'the bodies are the enqueued ones, byte for byte');
 is(sq("SELECT count(*) FROM webhooks.webhook_logs"), '0', 'no failed attempt');
 
@@ -119,7 +119,7 @@ my $cut = grep { $_->{protocol} eq 'HTTP/2' && !$_->{body_complete} } @e;
 cmp_ok($cut, '>=', 1, "the receiver answered HTTP/2 requests before their body ($cut)");
 my %seen = map { $_->{headers}{'webhook-id'} => 1 } @e;
 my @ids = split /\n/, sq(
-	"SELECT d.msg_id FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id "
+	"SELECT d.msg_id FROM webhooks.all_deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id "
 	  . "WHERE w.name = 'early'");
 is(scalar(grep { $seen{$_} } @ids), 51, 'the receiver got every one of the 51 webhook-ids');
 my $logs = sq(
@@ -130,7 +130,7 @@ my ($nlogs, $nearly) = split /\|/, $logs;
 is($nearly, $nlogs, "every failed attempt ($nlogs) is a lost early answer, logged with no status and a retry");
 cmp_ok($nlogs, '<=', $cut, 'no other attempt failed');
 note("answered before the body: $cut; answers lost by libcurl: $nlogs; accepted as 2xx: " . ($cut - $nlogs));
-is( sq( "SELECT count(*) FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id "
+is( sq( "SELECT count(*) FROM webhooks.all_deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id "
 		  . "WHERE w.name = 'early' AND d.attempts > 2"),
 	'0', 'no delivery needed more than one retry');
 

@@ -96,7 +96,7 @@ sub body_sql_of
 sub delivery_of
 {
 	my ($n) = @_;
-	return sq("SELECT max(id) FROM webhooks.deliveries WHERE " . body_sql_of($n));
+	return sq("SELECT max(id) FROM webhooks.all_deliveries WHERE " . body_sql_of($n));
 }
 
 # receiver filter: the requests carrying event $n
@@ -113,12 +113,12 @@ sub delivered_ok
 	my $cond = join ' OR ', map { body_sql_of($_) } @n;
 	my $ok = poll("SELECT count(*) FILTER (WHERE state = 'delivered') = " . scalar(@n)
 		  . " AND count(*) = " . scalar(@n)
-		  . " FROM webhooks.deliveries WHERE $cond",
+		  . " FROM webhooks.all_deliveries WHERE $cond",
 		"$what: delivered and recorded as delivered", $timeout);
 	my $exact = 0;
 	for my $n (@n)
 	{
-		my $body = sq("SELECT body FROM webhooks.deliveries WHERE " . body_sql_of($n));
+		my $body = sq("SELECT body FROM webhooks.all_deliveries WHERE " . body_sql_of($n));
 		my @got = grep { requests_of($n)->($_) } $rcv->requests;
 		$exact++ if @got && !grep { $_->{body} ne $body } @got;
 	}
@@ -435,7 +435,7 @@ delivered_ok('a statement-trigger batch, split by the worker', 30, 201 .. 205);
 delivered_ok('the renamed, re-activated webhook with token and headers', 30, 104);
 delivered_ok('a slow webhook, at most two in flight', 30, 601 .. 603);
 my $d301 = delivery_of(301);
-poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d301",
+poll("SELECT state = 'dead' FROM webhooks.all_deliveries WHERE id = $d301",
 	'a delivery answered 500 ends dead after its retries');
 is( sq("SELECT string_agg(attempt || ':' || status || ':' || outcome, ',' ORDER BY attempt)
           FROM webhooks.webhook_logs WHERE delivery_id = $d301"),
@@ -448,10 +448,10 @@ is(sq("SELECT count(*) FROM webhooks.webhook_logs WHERE webhook_name = 'gone' AN
 my $d101 = delivery_of(101);
 dba("SELECT webhooks.redeliver($d101)");
 cmp_ok(scalar(@{ $rcv->wait_for_requests(2, 30, requests_of(101)) }), '>=', 2, 'redeliver(): sent again');
-poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d101", '... and delivered');
+poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d101", '... and delivered');
 is(dba("SELECT webhooks.redeliver_dead('fail')"), '1', 'redeliver_dead() queues the dead one');
 poll("SELECT state = 'dead' AND (SELECT count(*) = 6 FROM webhooks.webhook_logs WHERE delivery_id = $d301)
-        FROM webhooks.deliveries WHERE id = $d301", '... which is tried three more times');
+        FROM webhooks.all_deliveries WHERE id = $d301", '... which is tried three more times');
 
 # --- discard on delete -------------------------------------------------------
 dba("SELECT * FROM webhooks.deactivate_webhook('fail')");
@@ -468,9 +468,9 @@ dba("SELECT webhooks.rotate_secret('opens')");
 refresh_secrets();
 sq(<<"SQL");
 UPDATE webhooks.webhooks SET previous_secret_expires_at = now() - interval '1 s' WHERE id = $opens;
-INSERT INTO webhooks.deliveries (webhook_id, event_type, body, state, created_at, finished_at)
-VALUES ($opens, 'EmailOpens', webhooks.build_payload('EmailOpens', '${\ payload('EmailOpens', 501)}'),
-        'delivered', now() - interval '2 h', now() - interval '1 h');
+INSERT INTO webhooks.delivery_history (id, webhook_id, event_type, body, state, attempts, created_at, finished_at, msg_id)
+VALUES (9501, $opens, 'EmailOpens', webhooks.build_payload('EmailOpens', '${\ payload('EmailOpens', 501)}'),
+        'delivered', 1, now() - interval '2 h', now() - interval '1 h', 'msg_9501');
 INSERT INTO webhooks.webhook_logs (occurrence_date, webhook_name, webhook_id, status, error_content, outcome)
 VALUES (now() - interval '1 h', 'opens', $opens, 500, 'old failure', 'retry');
 INSERT INTO webhooks.deliveries (webhook_id, event_type, body)
@@ -480,13 +480,13 @@ VALUES ($opens, 'EmailOpens', webhooks.build_payload('EmailOpens', '${\ payload(
         now() + interval '1 h', now() + interval '1 h', 1);
 SQL
 restart();
-poll("SELECT count(*) = 0 FROM webhooks.deliveries WHERE " . body_sql_of(501),
+poll("SELECT count(*) = 0 FROM webhooks.all_deliveries WHERE " . body_sql_of(501),
 	'maintenance at worker start: an old delivered row is pruned');
 poll("SELECT count(*) = 0 FROM webhooks.webhook_logs WHERE error_content = 'old failure'",
 	'maintenance: an old log row is pruned');
 poll("SELECT previous_secret IS NULL FROM webhooks.webhooks WHERE id = $opens",
 	'maintenance: the expired previous secret is dropped');
-poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE " . body_sql_of(502),
+poll("SELECT state = 'dead' FROM webhooks.all_deliveries WHERE " . body_sql_of(502),
 	'maintenance: a delivery whose webhook vanished dies (logged)');
 delivered_ok('a lease of a previous worker is released at start', 30, 503);
 as_attacker(emit_sql('EmailOpens', 504));
@@ -495,7 +495,7 @@ delivered_ok('an event after the maintenance pass', 30, 504);
 # --- reinstall by the DBA, with the database's settings ----------------------
 dba("DROP EXTENSION webhooks CASCADE");
 dba("CREATE EXTENSION webhooks");
-is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"), '1.2', 'DROP/CREATE EXTENSION');
+is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"), '1.3', 'DROP/CREATE EXTENSION');
 
 # --- the verdict -------------------------------------------------------------
 my %ran = map { split /\t/, $_, 2 }
@@ -557,7 +557,7 @@ sq(emit_sql('Unsubscriptions', 1031));
 delivered_ok('point 2 (hostile database settings): emit()', 15, 1001 .. 1003);
 delivered_ok('point 2 (hostile database settings): a batch split by the worker', 10, 1011 .. 1013);
 my $d1021 = delivery_of(1021);
-poll("SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d1021", 'point 2 (hostile database settings): a 500 is retried, then dead', 10);
+poll("SELECT state = 'dead' FROM webhooks.all_deliveries WHERE id = $d1021", 'point 2 (hostile database settings): a 500 is retried, then dead', 10);
 is( sq("SELECT string_agg(attempt || ':' || status || ':' || outcome, ',' ORDER BY attempt)
           FROM webhooks.webhook_logs WHERE delivery_id = $d1021"),
 	'1:500:retry,2:500:retry,3:500:dead', 'point 2 (hostile database settings): each failed attempt logged');
@@ -615,7 +615,7 @@ refresh_secrets();
 	$bg->quit;
 	poll("SELECT NOT is_active FROM webhooks.webhooks WHERE name = 'l_gone'",
 		'point 2 (lock on a webhook row): once released, the 410 deactivates it', 20);
-	poll("SELECT state = 'held' FROM webhooks.deliveries WHERE " . body_sql_of(2001),
+	poll("SELECT state = 'held' FROM webhooks.all_deliveries WHERE " . body_sql_of(2001),
 		'point 2 (lock on a webhook row): ... and its delivery is held', 20);
 }
 
@@ -636,7 +636,7 @@ refresh_secrets();
 	$bg->quit;
 	delivered_ok('point 2 (lock on an in-flight delivery): once released, everything settles', 30, 2101, 2102);
 }
-is(sq("SELECT count(*) FROM webhooks.deliveries WHERE state = 'pending'"), '0', 'nothing is left pending');
+is(sq("SELECT count(*) FROM webhooks.all_deliveries WHERE state = 'pending'"), '0', 'nothing is left pending');
 
 $node->stop;
 $rcv->stop;

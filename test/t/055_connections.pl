@@ -84,10 +84,10 @@ sub wait_outcome
 	poll(
 		"SELECT state = 'delivered'
 		     OR EXISTS (SELECT FROM webhooks.webhook_logs WHERE delivery_id = $d)
-		   FROM webhooks.deliveries WHERE id = $d",
+		   FROM webhooks.all_deliveries WHERE id = $d",
 		"$what: the first attempt ended");
 	return sq(
-		"SELECT state || '|' || attempts FROM webhooks.deliveries WHERE id = $d;
+		"SELECT state || '|' || attempts FROM webhooks.all_deliveries WHERE id = $d;
 		 SELECT coalesce(status::text, 'NULL') || '|' || error_content
 		   FROM webhooks.webhook_logs WHERE delivery_id = $d AND attempt = 1");
 }
@@ -98,10 +98,10 @@ sub deliver_two_on_one_connection
 {
 	my ($rcvr, $type, $what) = @_;
 	my ($d1, $m1) = emit_next($type);
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d1",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d1",
 		"$what: first event delivered");
 	my ($d2, $m2) = emit_next($type);
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d2",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d2",
 		"$what: second event delivered");
 	my ($r1) = @{ $rcvr->wait_for_requests(1, 30, event($m1)) };
 	my ($r2) = @{ $rcvr->wait_for_requests(1, 30, event($m2)) };
@@ -128,7 +128,7 @@ my $pinned = "webhooks.test:$port:127.0.0.1";
 	is($rcv->count(event($m)), 0, '... and nothing reached the receiver');
 
 	set_settings(allow_private_targets => 'on');
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 		'allowed again, the delivery arrives on a retry');
 	my ($r) = @{ $rcv->wait_for_requests(1, 30, event($m)) };
 	isnt($r ? $r->{conn} : $conn, $conn, '... over a new connection');
@@ -150,7 +150,7 @@ my $pinned = "webhooks.test:$port:127.0.0.1";
 	is($rcv->count(event($m)), 0, '... and nothing reached the receiver');
 
 	set_settings(dns_overrides => $pinned);
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 		'pinned again, it arrives on a retry');
 	deactivate('pinned');
 }
@@ -175,7 +175,7 @@ my $trust_dir = PostgreSQL::Test::Utils::tempdir('trust');
 	is($rcv->count(event($m)), 0, '... and nothing reached the receiver');
 
 	set_settings(ca_file => $trust);
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 		'ca_file back: it arrives on a retry');
 	deliver_two_on_one_connection($rcv, 'EmailSends', 'ca_file trust.pem again');
 
@@ -192,7 +192,7 @@ my $trust_dir = PostgreSQL::Test::Utils::tempdir('trust');
 	File::Copy::copy("$certs/ca.crt", "$trust.new") or die "copy: $!";
 	rename("$trust.new", $trust) or die "rename: $!";
 	reload_unchanged();
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 		'the test CA back in the file: it arrives on a retry');
 	deactivate('trusted');
 	set_settings(ca_file => "$certs/ca.crt");
@@ -235,9 +235,9 @@ my $trust_dir = PostgreSQL::Test::Utils::tempdir('trust');
 	$mixed->set_secret(@all_secrets);
 
 	my ($d, $m) = emit_next('EmailBounces');
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 		'the delivery is delivered');
-	is(sq("SELECT attempts FROM webhooks.deliveries WHERE id = $d"), '1', '... at the first attempt');
+	is(sq("SELECT attempts FROM webhooks.all_deliveries WHERE id = $d"), '1', '... at the first attempt');
 	is(sq("SELECT count(*) FROM webhooks.webhook_logs WHERE delivery_id = $d"), '0',
 		'... and no failed attempt is logged');
 	my ($r) = @{ $mixed->wait_for_requests(1, 30, event($m)) };
@@ -289,7 +289,7 @@ my $trust_dir = PostgreSQL::Test::Utils::tempdir('trust');
 		'restarted with SSL_CERT_FILE = ca2.crt, ca_file still the test CA');
 	is($test_conn->($other, '/ok/system-store'), 't|',
 		'the system store (OpenSSL default file) is trusted with ca_file set');
-	poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 		'... and the worker delivers to it');
 	is($test_conn->($rcv, '/ok/ca-file-too'), 't|', '... and ca_file is trusted as well');
 

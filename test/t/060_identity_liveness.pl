@@ -142,7 +142,7 @@ block(
 		my $pid = worker_pid();
 		sq("SELECT * FROM webhooks.create_webhook('opens', 'EmailOpens', '" . $rcv->url('/ok/a') . "')");
 		sq("SELECT webhooks.emit('EmailOpens', $opens_payload) FROM generate_series(1, 20) g");
-		poll("SELECT count(*) = 20 FROM webhooks.deliveries WHERE state = 'delivered'",
+		poll("SELECT count(*) = 20 FROM webhooks.all_deliveries WHERE state = 'delivered'",
 			'7: 20 events delivered', 60);
 		my @a = wait_reqs(20, '/ok/a', 30);
 		%old_ids = map { $_->{id} => 1 } @a;
@@ -151,7 +151,7 @@ block(
 		my $now_ms = int(Time::HiRes::time() * 1000);
 		is( scalar(grep { abs(hex(substr($_->{id}, 4, 12)) - $now_ms) > 3_600_000 } @a),
 			0, '7: their timestamps are the time of enqueueing');
-		my @stored = eval { split /\n/, sq("SELECT msg_id FROM webhooks.deliveries") };
+		my @stored = eval { split /\n/, sq("SELECT msg_id FROM webhooks.all_deliveries") };
 		is(join(',', sort keys %old_ids), join(',', sort @stored),
 			'7: the ids sent are the stored msg_id column');
 
@@ -171,7 +171,7 @@ block(
 		sq("SELECT * FROM webhooks.create_webhook('opens', 'EmailOpens', '" . $rcv->url('/ok/b') . "')");
 		my $n = $k + 4;
 		sq("SELECT webhooks.emit('EmailOpens', $opens_payload) FROM generate_series(101, 100 + $n) g");
-		ok(sq("SELECT bool_and(id <= $n) AND count(*) = $n AND bool_or(id = $k) FROM webhooks.deliveries") eq 't',
+		ok(sq("SELECT bool_and(id <= $n) AND count(*) = $n AND bool_or(id = $k) FROM webhooks.all_deliveries") eq 't',
 			"7: the new install's rows reuse the ids 1..$n (the slow one was $k)");
 
 		# the old request ends while its id belongs to a new row
@@ -183,14 +183,14 @@ block(
 		is($dropped, 1, '7: the worker logs that it dropped the old install\'s result');
 		unlike(log_since($offset), qr/\[$pid\] ERROR/,
 			'7: the worker notices the reinstall without an error (no stale plan is used)');
-		is( sq("SELECT count(*) FROM webhooks.deliveries
+		is( sq("SELECT count(*) FROM webhooks.all_deliveries
 		        WHERE state = 'pending' AND attempts = 0 AND last_status IS NULL
 		          AND last_attempt_at IS NULL AND finished_at IS NULL AND lease_until IS NULL"),
 			$n, '7: the new rows are untouched by the old result');
 		is(sq('SELECT count(*) FROM webhooks.webhook_logs'), '0', '7: and no log row was written');
 
 		set_enabled(1);
-		poll("SELECT count(*) = $n FROM webhooks.deliveries WHERE state = 'delivered'",
+		poll("SELECT count(*) = $n FROM webhooks.all_deliveries WHERE state = 'delivered'",
 			"7: the new install's events are delivered", 60);
 		my @b = wait_reqs($n, '/ok/b', 30);
 		%new_ids = map { $_->{id} => 1 } @b;
@@ -222,8 +222,14 @@ block(
 			"INSERT INTO webhooks.deliveries (webhook_id, event_type, body, attempts)
 			 VALUES ($opens, 'EmailOpens', '{}', -1)");
 		is($e->{sqlstate}, '23514', '10: a negative attempts is refused by a CHECK constraint');
-		$e = psql_error($node, "UPDATE webhooks.deliveries SET attempts = -5");
+		$e = psql_error($node,
+			"BEGIN;
+			 INSERT INTO webhooks.deliveries (webhook_id, event_type, body, state) VALUES ($opens, 'EmailOpens', '{}', 'held');
+			 UPDATE webhooks.deliveries SET attempts = -5;
+			 COMMIT;");
 		is($e->{sqlstate}, '23514', '10: also by UPDATE');
+		$e = psql_error($node, "UPDATE webhooks.delivery_history SET attempts = -5");
+		is($e->{sqlstate}, '23514', '10: in the history too');
 
 		my ($deep, $big, $bad, $max) = split /\n/, sq(
 			"INSERT INTO webhooks.deliveries (webhook_id, event_type, body)
@@ -238,9 +244,9 @@ block(
 		# the worker finds them within a second; ordinary events meanwhile
 		my $good = join ',', split /\n/,
 		  sq("SELECT webhooks.emit('EmailOpens', $opens_payload) FROM generate_series(1001, 1010) g");
-		poll("SELECT count(*) = 10 FROM webhooks.deliveries WHERE id IN ($good) AND state = 'delivered'",
+		poll("SELECT count(*) = 10 FROM webhooks.all_deliveries WHERE id IN ($good) AND state = 'delivered'",
 			'10: other deliveries flow meanwhile', 60);
-		poll("SELECT count(*) = 4 FROM webhooks.deliveries WHERE id IN ($deep, $big, $bad, $max) AND state = 'dead'",
+		poll("SELECT count(*) = 4 FROM webhooks.all_deliveries WHERE id IN ($deep, $big, $bad, $max) AND state = 'dead'",
 			'10: every poison row goes dead', 60);
 		my %why = (
 			$deep => qr/nested deeper than|not valid JSON/,
@@ -299,7 +305,7 @@ block(
 			my $d = sq("SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', 1) . "')");
 			sq("INSERT INTO webhooks.event_batches (webhook_id, event_type, events, bodies)
 			    VALUES ($opens, 'EmailOpens', 1, '{\"eventType\":\"EmailOpens\",\"after\":\"poison\"}')");
-			poll("SELECT count(*) = 1 FROM webhooks.deliveries WHERE body LIKE '%\"after\":\"poison\"%' AND state = 'delivered'",
+			poll("SELECT count(*) = 1 FROM webhooks.all_deliveries WHERE body LIKE '%\"after\":\"poison\"%' AND state = 'delivered'",
 				'10: a batch queued behind a malformed one is delivered', 30);
 		}
 		# a webhook-id that would break the request's headers
@@ -314,7 +320,7 @@ block(
 		else
 		{
 			my $id = $e->{stdout};
-			poll("SELECT state IN ('dead', 'delivered') FROM webhooks.deliveries WHERE id = $id",
+			poll("SELECT state IN ('dead', 'delivered') FROM webhooks.all_deliveries WHERE id = $id",
 				'10: the row with a line break in its webhook-id is done with', 30);
 			is(scalar(grep { $_->{headers} =~ /x-injected/ } reqs()), 0,
 				'10: no request carries a header injected through the webhook-id');
@@ -340,7 +346,7 @@ SQL
 block(
 	'12: wake-ups',
 	sub {
-		poll("SELECT NOT EXISTS (SELECT FROM webhooks.deliveries WHERE state = 'pending')
+		poll("SELECT NOT EXISTS (SELECT FROM webhooks.all_deliveries WHERE state = 'pending')
 			    AND NOT EXISTS (SELECT FROM webhooks.event_batches)",
 			'12: the queue is quiet', 60);
 		my $body = "webhooks.build_payload('EmailOpens', '" . payload('EmailOpens', 7) . "')";
@@ -348,18 +354,18 @@ block(
 		my $d = sq("BEGIN; SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', 7)
 			  . "'); PREPARE TRANSACTION 'wh_p1';");
 		sq("COMMIT PREPARED 'wh_p1'");
-		poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+		poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 			'12: an event committed with COMMIT PREPARED is delivered within seconds', 15);
 
 		$d = sq("INSERT INTO webhooks.deliveries (webhook_id, event_type, body)
 		         VALUES ($opens, 'EmailOpens', $body) RETURNING id");
-		poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+		poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 			'12: a row inserted by hand is delivered within seconds', 15);
 
 		$d = sq("INSERT INTO webhooks.deliveries (webhook_id, event_type, body, state)
 		         VALUES ($opens, 'EmailOpens', $body, 'held') RETURNING id");
 		sq("UPDATE webhooks.deliveries SET state = 'pending' WHERE id = $d");
-		poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+		poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 			'12: a row released by hand is delivered within seconds', 15);
 
 		# a batch that another session holds while the worker tries to split it
@@ -372,7 +378,7 @@ block(
 		set_enabled(1);    # the worker has been round its loop: it tried the batch
 		is(sq('SELECT count(*) FROM webhooks.event_batches'), '1', '12: the locked batch is still there');
 		$bg->query_safe('ROLLBACK');
-		poll("SELECT count(*) = 3 FROM webhooks.deliveries WHERE body LIKE '%locked\@example.com%' AND state = 'delivered'",
+		poll("SELECT count(*) = 3 FROM webhooks.all_deliveries WHERE body LIKE '%locked\@example.com%' AND state = 'delivered'",
 			'12: once the lock is gone, the batch is delivered within seconds', 15);
 
 		# due rows locked by another session: the worker must not spin
@@ -394,7 +400,7 @@ block(
 		  or diag(sprintf('%.2f s of CPU in %.1f s', $cpu, $secs));
 		$bg->query_safe('ROLLBACK');
 		$bg->quit;
-		poll("SELECT count(*) = 3 FROM webhooks.deliveries WHERE id IN ($ids) AND state = 'delivered'",
+		poll("SELECT count(*) = 3 FROM webhooks.all_deliveries WHERE id IN ($ids) AND state = 'delivered'",
 			'12: once unlocked they are delivered within seconds', 15);
 	});
 
@@ -458,7 +464,7 @@ block(
 				"15: cancel $i of the idle worker is reported");
 		}
 		my $d = sq("SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', 8) . "')");
-		poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+		poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 			'15: deliveries continue after cancels while idle', 30);
 
 		sq("INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active)
@@ -472,10 +478,10 @@ block(
 			is(wait_log_count($o, qr/canceling statement due to user request/, 1, 30), 1,
 				"15: cancel $i of the delivering worker is reported");
 		}
-		poll("SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d",
+		poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
 			'15: the request in flight is recorded as delivered', 30);
 		note('15: attempts of the cancelled-around delivery: '
-			  . sq("SELECT attempts FROM webhooks.deliveries WHERE id = $d"));
+			  . sq("SELECT attempts FROM webhooks.all_deliveries WHERE id = $d"));
 		is(worker_pid(), $wpid, '15: the worker kept its pid through five cancels');
 		unlike(log_since($start_offset), qr/webhooks worker started|terminated by signal|exited with exit code/,
 			'15: no worker restart in the log');
@@ -533,7 +539,7 @@ block(
 		note("8: the worker was " . ($waiting eq 't' ? '' : 'NOT ') . 'seen waiting inside its split');
 		crash_recovered($offset, $rounds[0]);
 		eval { $bg->quit };
-		poll("SELECT count(*) = $N FROM webhooks.deliveries WHERE body LIKE '%r0\@example.com%' AND state = 'delivered'",
+		poll("SELECT count(*) = $N FROM webhooks.all_deliveries WHERE body LIKE '%r0\@example.com%' AND state = 'delivered'",
 			"8: $rounds[0]: all $N events delivered", 120);
 
 		for my $r (1, 2)
@@ -559,7 +565,7 @@ block(
 				pass("8: $rounds[$r]");
 			}
 			set_conf('webhooks.max_concurrency_per_webhook', 64);
-			poll("SELECT count(*) = $N FROM webhooks.deliveries WHERE body LIKE '%r$r\@example.com%' AND state = 'delivered'",
+			poll("SELECT count(*) = $N FROM webhooks.all_deliveries WHERE body LIKE '%r$r\@example.com%' AND state = 'delivered'",
 				"8: $rounds[$r]: all $N events delivered", 120);
 		}
 
@@ -582,7 +588,7 @@ block(
 			'8: no body arrived under two webhook-ids');
 		is(scalar(grep { $_ !~ $uuid7 } keys %bodies_of), 0, '8: the batch ids are msg_ + UUIDv7');
 		note("8: $requests requests for " . scalar(keys %ids_of) . ' events');
-		is( sq("SELECT count(*) FROM webhooks.deliveries d JOIN webhooks.deliveries e
+		is( sq("SELECT count(*) FROM webhooks.all_deliveries d JOIN webhooks.deliveries e
 		          ON e.msg_id = d.msg_id AND e.id <> d.id"),
 			'0', '8: no two deliveries share a webhook-id');
 	});

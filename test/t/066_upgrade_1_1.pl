@@ -1,14 +1,15 @@
-# Updating a live 1.1 install to 1.2 (ALTER EXTENSION webhooks UPDATE).
+# Updating a live 1.1 install to 1.2 (ALTER EXTENSION webhooks UPDATE TO '1.2'), then on.
 #
-# The node preloads the 1.2 library and installs the extension at version
-# 1.1: the worker waits and says why.  The database gets rows of every kind
+# The node preloads the current library and installs the extension at
+# version 1.1: the worker waits and says why.  The database gets rows of every kind
 # a 1.1 install holds: pending deliveries with their webhook-ids (msg_ +
 # UUIDv7, fixed at enqueue), a delivered and a dead one with log rows, held
 # rows of an inactive webhook, an unsplit event batch.  The update keeps
-# every row as it was, the worker then delivers the pending events with the
-# webhook-ids they were given under 1.1, and the table guard applies 1.2's
-# rules (one definition per rule, src/validate.c).  That the updated schema
-# equals a fresh install is checked by 065_upgrade (1.0 -> 1.1 -> 1.2).
+# every row as it was and the table guard applies 1.2's rules (one
+# definition per rule, src/validate.c); updated on to the current version,
+# the worker delivers the pending events with the webhook-ids they were
+# given under 1.1.  That the updated schema equals a fresh install is
+# checked by 065_upgrade (1.0 -> ... -> current); 067 updates a live 1.2.
 
 use strict;
 use warnings;
@@ -25,8 +26,8 @@ my $offset = -s $node->logfile;
 sq("CREATE EXTENSION webhooks VERSION '1.1'");
 is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"), '1.1',
 	'the extension is installed at version 1.1');
-is(wait_log_count($offset, qr/extension webhooks is at version 1\.1, this library needs 1\.2/, 1, 30),
-	1, 'the worker logs that the install is at 1.1 and it needs 1.2');
+is(wait_log_count($offset, qr/extension webhooks is at version 1\.1, this library needs 1\.3/, 1, 30),
+	1, 'the worker logs that the install is at 1.1 and it needs 1.3');
 
 ########################################################################
 # Rows of every kind, as 1.1 leaves them
@@ -70,19 +71,7 @@ is(sq("SELECT count(*) || ':' || sum(events) FROM webhooks.event_batches"), '1:5
 is($rcv->count(real('/')), 0, 'the waiting worker sent nothing');
 
 # the webhook-ids the pending events were given under 1.1, by path
-my %want;
-for my $line (split /\n/, sq(<<'SQL'))
-SELECT w.name, d.msg_id FROM webhooks.deliveries d JOIN webhooks.webhooks w ON w.id = d.webhook_id
- WHERE d.state IN ('pending', 'held')
-UNION ALL
-SELECT w.name, webhooks._batch_msg_id(b.first_msg_id, e.i - 1)
-  FROM webhooks.event_batches b JOIN webhooks.webhooks w ON w.id = b.webhook_id,
-       string_to_table(b.bodies, E'\n') WITH ORDINALITY AS e(body, i)
-SQL
-{
-	my ($name, $id) = split /\|/, $line;
-	push @{ $want{$name} }, $id;
-}
+my %want = %{ waiting_ids() };
 like(join(',', map { @$_ } values %want), qr/^(msg_[0-9a-f]{32},){8}msg_[0-9a-f]{32}$/,
 	'nine events waiting, each with a msg_ + UUIDv7 webhook-id');
 
@@ -113,11 +102,20 @@ is($e->{message}, 'invalid webhook secret', 'under 1.1 the guard calls a bad pre
 # The update
 ########################################################################
 $offset = -s $node->logfile;
-my $out = sq("BEGIN; ALTER EXTENSION webhooks UPDATE; $snapshot_sql COMMIT;");
+my $out = sq("BEGIN; ALTER EXTENSION webhooks UPDATE TO '1.2'; $snapshot_sql COMMIT;");
 is($out, $before, 'the update keeps every row of every table as it was');
 is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"), '1.2', 'extversion is 1.2');
+
+# the guard under 1.2: one rule, one message, as the connection test gives
+$e = psql_error($node,
+	"UPDATE webhooks.webhooks SET previous_secret = 'whsec_bad' WHERE name = 'opens'");
+is($e->{message}, 'invalid previous webhook secret', 'under 1.2 the guard names the previous secret');
+is($e->{sqlstate}, '22023', 'with SQLSTATE 22023');
+
+# on to the current version (067_upgrade_1_2 checks that step's rows)
+sq('ALTER EXTENSION webhooks UPDATE');
 is(wait_log_count($offset, qr/webhooks worker: serving database "postgres"/, 1, 30), 1,
-	'the worker serves the updated install');
+	'updated on, the worker serves the install');
 
 # the pending events arrive with the ids they had; the held ones wait
 my %got = map { $_ => [ $rcv->wait_for_requests(scalar(@{ $want{$_} }), 30, real("/ok/$_")) ] } 'opens', 'sends';
@@ -135,11 +133,5 @@ sq("SELECT webhooks.activate_webhook('bounces')");
 is( join(',', sort map { $_->{headers}{'webhook-id'} } $rcv->wait_for_requests(2, 30, real('/ok/bounces'))),
 	join(',', sort @{ $want{bounces} }),
 	'activated: its held events are delivered, with the webhook-ids given under 1.1');
-
-# the guard under 1.2: one rule, one message, as the connection test gives
-$e = psql_error($node,
-	"UPDATE webhooks.webhooks SET previous_secret = 'whsec_bad' WHERE name = 'opens'");
-is($e->{message}, 'invalid previous webhook secret', 'under 1.2 the guard names the previous secret');
-is($e->{sqlstate}, '22023', 'with SQLSTATE 22023');
 
 done_testing();

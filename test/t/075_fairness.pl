@@ -61,7 +61,7 @@ cmp_ok($na, '>=', 6, 'slow_a made progress');
 cmp_ok($nb, '>=', 6, 'slow_b made progress beside slow_a (it does not wait for its backlog)');
 
 # single events to the third webhook, one after the other
-my $pending_slow = q{SELECT count(*) FROM webhooks.deliveries d
+my $pending_slow = q{SELECT count(*) FROM webhooks.all_deliveries d
   JOIN webhooks.webhooks w ON w.id = d.webhook_id
  WHERE w.name IN ('slow_a', 'slow_b') AND d.state = 'pending'};
 for my $i (1 .. 5)
@@ -80,7 +80,7 @@ cmp_ok(sq($pending_slow), '>', 16,
 
 # everything is delivered in the end, each event once
 poll("SELECT count(*) FILTER (WHERE state = 'delivered') = 2 * $BACKLOG + 5 "
-	  . "AND count(*) = 2 * $BACKLOG + 5 FROM webhooks.deliveries",
+	  . "AND count(*) = 2 * $BACKLOG + 5 FROM webhooks.all_deliveries",
 	'every event is delivered');
 is($rcv->count($slow_a) + $rcv->count($slow_b) + $rcv->count($fast_c),
 	2 * $BACKLOG + 5, 'each event arrived once');

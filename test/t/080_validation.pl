@@ -67,7 +67,7 @@ sub worker_refusal
 sub dead_delivery_error
 {
 	my ($d, $what) = @_;
-	ok($node->poll_query_until('postgres', "SELECT state = 'dead' FROM webhooks.deliveries WHERE id = $d"),
+	ok($node->poll_query_until('postgres', "SELECT state = 'dead' FROM webhooks.all_deliveries WHERE id = $d"),
 		"$what: the worker refuses the row");
 	return $node->safe_psql('postgres',
 		"SELECT string_agg(error_content, ' | ') FROM webhooks.webhook_logs WHERE delivery_id = $d");
@@ -225,7 +225,7 @@ for my $case (
 {
 	my $d = $node->safe_psql('postgres',
 		"SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', 2) . "')");
-	ok($node->poll_query_until('postgres', "SELECT state = 'delivered' FROM webhooks.deliveries WHERE id = $d"),
+	ok($node->poll_query_until('postgres', "SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d"),
 		'the repaired webhook delivers again');
 	is($rcv->count('/ok/v'), 2, 'the receiver got the wizard\'s test and that delivery only');
 	is($rcv->count(sub { exists $_[0]{headers}{'x-injected'} }), 0, 'no injected header reached the receiver');
