@@ -1056,10 +1056,12 @@ set grid
 set xlabel 'minute'
 set xrange [0:%(xmax)d]
 set key top left
+set lmargin 12
+set rmargin 4
 set arrow from %(ret_min)g, graph 0 to %(ret_min)g, graph 1 nohead dt 3
-set label 'retention' at %(ret_min)g, graph 0.95 offset 0.5,0
+set label 'retention' at %(ret_min)g, graph 0.06 offset 0.5,0
 set arrow from %(ref)d, graph 0 to %(ref)d, graph 1 nohead dt 2
-set label 'reference minute' at %(ref)d, graph 0.85 offset 0.5,0
+set label 'reference minute' at %(ref)d, graph 0.16 offset 0.5,0
 set yrange [0:*]
 set ylabel 'deliveries/s'
 plot 'soak.csv' skip 1 using 1:%(tp)d with linespoints lw 2 title 'delivered (2xx at the sinks)', \\
@@ -1092,6 +1094,8 @@ set multiplot layout 2,1 title 'webhooks: a REPEATABLE READ snapshot held from %
 set grid
 set xlabel 's'
 set key top left
+set lmargin 12
+set rmargin 4
 set arrow from %(o).0f, graph 0 to %(o).0f, graph 1 nohead dt 2
 set arrow from %(r).0f, graph 0 to %(r).0f, graph 1 nohead dt 2
 set yrange [0:*]

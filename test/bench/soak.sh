@@ -62,7 +62,7 @@ top=$(cd "$here/../.." && pwd)
 PG_CONFIG=${PG_CONFIG:-pg_config}
 command -v "$PG_CONFIG" >/dev/null || { echo "soak: no pg_config ($PG_CONFIG)" >&2; exit 1; }
 PGBIN=$("$PG_CONFIG" --bindir)
-# shellcheck source=../lib.sh
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
 . "$top/test/lib.sh"
 
 SOAK_OUT=${SOAK_OUT:-/tmp/soak-$(date +%Y%m%d-%H%M%S)}
