@@ -839,6 +839,9 @@ SELECT extract(epoch FROM min(b[1]::timestamptz)), extract(epoch FROM max(b[2]::
 def insert_history(n, span):
     """n rows of finished deliveries, spread evenly over the retention window, 1 % dead."""
     wid = psql("SELECT id FROM webhooks.webhooks WHERE name = 'soak-nginx'")
+    if SCHEMA.history:
+        # partitions for the whole window, as an install that ran that long has
+        psql("SELECT webhooks._maintain_history(%d, now() - make_interval(secs => %f))" % (round(span), span))
     lo, hi = history_range(span)
     chunk = 1000000
     t0 = time.time()
