@@ -167,9 +167,11 @@ COMMENT ON TABLE webhooks.history_counts IS
 -- The history's statement triggers keep them: every way a row enters or
 -- leaves the history (the worker, redeliver(), the orphan sweep, this
 -- update) goes through them.  Dropped partitions take their periods' rows
--- with them (_maintain_history).
+-- with them (_maintain_history).  They run as the extension's owner: an
+-- administrator who redelivers or logs by hand cannot write the summaries
+-- otherwise.
 CREATE FUNCTION webhooks._history_added() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     w integer := webhooks._period_width(webhooks._log_retention_s());
 BEGIN
@@ -195,7 +197,7 @@ END
 $$;
 
 CREATE FUNCTION webhooks._history_removed() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     w integer := webhooks._period_width(webhooks._log_retention_s());
 BEGIN
@@ -217,7 +219,7 @@ END
 $$;
 
 CREATE FUNCTION webhooks._logs_added() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     w integer := webhooks._period_width(webhooks._log_retention_s());
 BEGIN
@@ -725,6 +727,8 @@ GRANT SELECT ON webhooks.webhook_logs, webhooks.all_deliveries TO webhooks_reade
 GRANT SELECT ON webhooks.delivery_history, webhooks.webhook_logs, webhooks.history_latency,
       webhooks.history_counts, webhooks.all_deliveries TO webhooks_admin;
 GRANT INSERT ON webhooks.webhook_logs TO webhooks_admin;
+-- redeliver() and redeliver_dead() run as the caller
+GRANT DELETE ON webhooks.delivery_history TO webhooks_admin;
 GRANT EXECUTE ON FUNCTION webhooks._log_retention_s(), webhooks._period_width(integer),
       webhooks._period_start(timestamptz, integer), webhooks._latency_bucket(timestamptz, timestamptz),
       webhooks._bucket_ms(smallint), webhooks._history_partitions(regclass) TO webhooks_admin, webhooks_reader;
