@@ -88,8 +88,10 @@ is($pending, '1000', "webhook_stats counts the statement's events as pending bef
 poll("SELECT app.delivered('big-') = 1000", 'all 1,000 events are delivered');
 is(sq("SELECT count(DISTINCT msg_id) FROM webhooks.deliveries WHERE body LIKE '%\"big-%'"),
 	'1000', 'with 1,000 distinct webhook-ids');
-is( sq("SELECT count(*) FROM webhooks.deliveries d, generate_series(0, 999) i
-         WHERE d.body LIKE '%\"big-%' AND d.msg_id = webhooks._batch_msg_id('$first_msg', i)"),
+is( $first_msg =~ /^msg_/
+	? sq("SELECT count(*) FROM webhooks.deliveries d, generate_series(0, 999) i
+           WHERE d.body LIKE '%\"big-%' AND d.msg_id = webhooks._batch_msg_id('$first_msg', i)")
+	: 'no batch',
 	'1000', "derived from the batch's first_msg_id");
 my @big = grep { ($_->{body} // '') =~ /"subscriberEmail":"big-/ } $rcv->wait_for_requests(1000, 60, real('/ok/opens'));
 my %ids = map { $_->{headers}{'webhook-id'} => 1 } @big;
