@@ -23,6 +23,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -533,6 +534,55 @@ wh_dummy_body(const WhEventType *et)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * The search_path of the enqueue path's SPI statements.  The SQL functions
+ * set it already (SET search_path), then this costs a string comparison;
+ * the store at the end of a statement, which runs outside the functions,
+ * sets it itself, and so could the trigger if its function did not: it is
+ * the per-row SET search_path of the trigger function that costs most of
+ * what the row trigger still adds to an INSERT.
+ */
+#define WH_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
+static int
+safe_search_path_begin(void)
+{
+	int			nestlevel;
+
+	if (namespace_search_path != NULL &&
+		strcmp(namespace_search_path, WH_SAFE_SEARCH_PATH) == 0)
+		return -1;
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", WH_SAFE_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+static void
+safe_search_path_end(int nestlevel)
+{
+	if (nestlevel >= 0)
+		AtEOXact_GUC(true, nestlevel);
+}
+
+/* SPI_connect with that search_path; the GUC nest level to end it with */
+static int
+spi_begin(void)
+{
+	int			nestlevel = safe_search_path_begin();
+
+	SPI_connect();
+	return nestlevel;
+}
+
+static void
+spi_end(int nestlevel)
+{
+	SPI_finish();
+	safe_search_path_end(nestlevel);
+}
+
 static SPIPlanPtr plan_active = NULL;
 static SPIPlanPtr plan_insert_one = NULL;
 static SPIPlanPtr plan_insert_batch = NULL;
@@ -724,8 +774,8 @@ store_group(GatheredGroup *g)
 
 /*
  * Add one rendered event to the current level's group of its webhook.
- * Called by the row trigger, as the trigger function's user, inside
- * SPI_connect (a full group is stored at once).
+ * Called by the row trigger, as the trigger function's user; a full group
+ * is stored at once.
  */
 static void
 gather_event(int64 webhook_id, const WhEventType *et, StringInfo body)
@@ -763,7 +813,12 @@ gather_event(int64 webhook_id, const WhEventType *et, StringInfo body)
 		appendStringInfoChar(&g->bodies, '\n');
 	appendBinaryStringInfo(&g->bodies, body->data, body->len);
 	if (++g->n == WH_BATCH_MAX_EVENTS || g->bodies.len >= WH_BATCH_MAX_BYTES)
+	{
+		int			nestlevel = spi_begin();
+
 		store_group(g);
+		spi_end(nestlevel);
+	}
 }
 
 /* whether this transaction has gathered events not stored yet */
@@ -787,6 +842,7 @@ wh_store_gathered(void)
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel = -1;
+	bool		connected = false;
 	bool		pushed_snapshot = false;
 
 	if (gathered == NULL || storing || !IsTransactionState())
@@ -803,20 +859,16 @@ wh_store_gathered(void)
 			continue;
 		}
 		*link = g->next;
-		if (save_nestlevel < 0)
+		if (!connected)
 		{
-			/* what the function's SET search_path would have done */
-			save_nestlevel = NewGUCNestLevel();
-			(void) set_config_option("search_path", "pg_catalog, pg_temp",
-									 PGC_USERSET, PGC_S_SESSION,
-									 GUC_ACTION_SAVE, true, 0, false);
 			/* at PRE_COMMIT, or after SET CONSTRAINTS, no snapshot is set */
 			if (!ActiveSnapshotSet())
 			{
 				PushActiveSnapshot(GetTransactionSnapshot());
 				pushed_snapshot = true;
 			}
-			SPI_connect();
+			save_nestlevel = spi_begin();
+			connected = true;
 		}
 		SetUserIdAndSecContext(g->userid, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 		store_group(g);
@@ -824,12 +876,11 @@ wh_store_gathered(void)
 		pfree(g->bodies.data);
 		pfree(g);
 	}
-	if (save_nestlevel >= 0)
+	if (connected)
 	{
-		SPI_finish();
+		spi_end(save_nestlevel);
 		if (pushed_snapshot)
 			PopActiveSnapshot();
-		AtEOXact_GUC(true, save_nestlevel);
 	}
 }
 
@@ -881,6 +932,7 @@ webhooks_emit(PG_FUNCTION_ARGS)
 	char	   *body;
 	int64		webhook_id;
 	int64		id;
+	int			nestlevel;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -893,16 +945,16 @@ webhooks_emit(PG_FUNCTION_ARGS)
 	et = lookup_event_type(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	body = wh_build_body(et, PG_GETARG_JSONB_P(1));
 
-	SPI_connect();
+	nestlevel = spi_begin();
 	webhook_id = active_webhook_id(et->name);
 	if (webhook_id == 0)
 	{
-		SPI_finish();
+		spi_end(nestlevel);
 		wh_count_unrouted(et, 1);
 		PG_RETURN_NULL();
 	}
 	id = insert_one(webhook_id, et->name, body);
-	SPI_finish();
+	spi_end(nestlevel);
 	PG_RETURN_INT64(id);
 }
 
@@ -1200,6 +1252,7 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 	Relation	rel;
 	ColumnMap	map;
 	int64		webhook_id;
+	int			nestlevel;
 	HeapTuple	rettuple = NULL;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -1248,9 +1301,9 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 		rettuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 		if (!active_webhook_cached(et->name, &webhook_id))
 		{
-			SPI_connect();
+			nestlevel = spi_begin();
 			webhook_id = active_webhook_id(et->name);
-			SPI_finish();
+			spi_end(nestlevel);
 		}
 		if (webhook_id == 0)
 			wh_count_unrouted(et, 1);
@@ -1259,13 +1312,15 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 			ExecStoreHeapTuple(rettuple, cache->slot, false);
 			body_from_slot(&cache->body, et, &cache->map, cache->slot, RelationGetRelationName(rel));
 			ExecClearTuple(cache->slot);
-			SPI_connect();
 			/* without preloading, no hook would store what is gathered */
 			if (wh_loaded_at_preload)
-				gather_event(webhook_id, et, &cache->body);	/* may store a full group */
+				gather_event(webhook_id, et, &cache->body);
 			else
+			{
+				nestlevel = spi_begin();
 				(void) insert_one(webhook_id, et->name, cache->body.data);
-			SPI_finish();
+				spi_end(nestlevel);
+			}
 		}
 		return PointerGetDatum(rettuple);
 	}
@@ -1280,7 +1335,7 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 					 errmsg("statement trigger \"%s\" on table \"%s\" needs a transition table",
 							trigger->tgname, RelationGetRelationName(rel)),
 					 errhint("Create it with REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT.")));
-		SPI_connect();
+		nestlevel = spi_begin();
 		webhook_id = active_webhook_id(et->name);
 		if (webhook_id == 0)
 			wh_count_unrouted(et, tuplestore_tuple_count(rows));
@@ -1325,7 +1380,7 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 			else if (n > 0)
 				insert_batch(webhook_id, et->name, &batch, n);
 		}
-		SPI_finish();
+		spi_end(nestlevel);
 	}
 	return PointerGetDatum(rettuple);
 }
