@@ -718,6 +718,12 @@ insert_batch(int64 webhook_id, const char *event_type, StringInfo bodies, int n)
  *	  CONSTRAINTS fires deferred ones), and, as a safety net, PRE_COMMIT and
  *	  PRE_PREPARE (deferred constraint triggers fire at commit, after the
  *	  last statement) -- see webhooks.c for the hooks;
+ *	- a statement stores only what it gathered itself, or statements inside
+ *	  it: a group remembers the depth of statements running (wh_exec_depth,
+ *	  counted by the hooks) when it was started, and a statement ending at
+ *	  depth d stores the groups of depth > d.  An audit trigger that inserts
+ *	  a row for each row of a big INSERT thus stores its own statement's
+ *	  events, not the big INSERT's gathered so far one at a time;
  *	- only the groups of the current subtransaction level are stored: a
  *	  statement inside a savepoint (or a PL/pgSQL EXCEPTION block) must not
  *	  store what its parent gathered, which would vanish with a rollback to
@@ -737,6 +743,7 @@ typedef struct GatheredGroup
 {
 	struct GatheredGroup *next;
 	int			nestlevel;		/* subtransaction level that gathered them */
+	int			depth;			/* wh_exec_depth when they were gathered */
 	int64		webhook_id;
 	const WhEventType *et;
 	Oid			userid;			/* the trigger function's user */
@@ -785,8 +792,8 @@ gather_event(int64 webhook_id, const WhEventType *et, StringInfo body)
 	GatheredGroup *g;
 
 	for (g = gathered; g != NULL; g = g->next)
-		if (g->nestlevel == level && g->webhook_id == webhook_id &&
-			g->et == et && g->userid == userid)
+		if (g->nestlevel == level && g->depth == wh_exec_depth &&
+			g->webhook_id == webhook_id && g->et == et && g->userid == userid)
 			break;
 	if (g == NULL)
 	{
@@ -799,6 +806,7 @@ gather_event(int64 webhook_id, const WhEventType *et, StringInfo body)
 		old = MemoryContextSwitchTo(gather_cxt);
 		g = palloc(sizeof(GatheredGroup));
 		g->nestlevel = level;
+		g->depth = wh_exec_depth;
 		g->webhook_id = webhook_id;
 		g->et = et;
 		g->userid = userid;
@@ -829,13 +837,14 @@ wh_have_gathered(void)
 }
 
 /*
- * Store the gathered events of the current subtransaction level (see
- * above for when).  Each group is unlinked before it is stored: should the
- * INSERT fail, the error aborts the (sub)transaction at this level, which
- * would discard the group anyway.
+ * Store the gathered events of the current subtransaction level that were
+ * gathered deeper than depth (-1: all of them; see above for when).  Each
+ * group is unlinked before it is stored: should the INSERT fail, the error
+ * aborts the (sub)transaction at this level, which would discard the group
+ * anyway.
  */
 void
-wh_store_gathered(void)
+wh_store_gathered(int depth)
 {
 	int			level = GetCurrentTransactionNestLevel();
 	GatheredGroup **link = &gathered;
@@ -853,7 +862,7 @@ wh_store_gathered(void)
 	{
 		GatheredGroup *g = *link;
 
-		if (g->nestlevel < level)
+		if (g->nestlevel < level || g->depth <= depth)
 		{
 			link = &g->next;
 			continue;

@@ -51,7 +51,7 @@ extern void wh_format_event_date(StringInfo buf, TimestampTz ts);
 
 /* the row trigger's events, gathered until their statement ends */
 extern bool wh_have_gathered(void);
-extern void wh_store_gathered(void);
+extern void wh_store_gathered(int depth);
 extern void wh_gathered_subxact_end(bool committed);
 extern void wh_gathered_xact_end(void);
 

@@ -13,11 +13,13 @@
  * The same callbacks publish, at commit, the counts of events that found no
  * active webhook (unrouted.c).
  *
- * The row trigger gathers its events in backend memory (payload.c); two
- * hooks store them when their statement ends -- ExecutorEnd, after
- * ExecutorFinish has fired the statement's AFTER ROW triggers, and
- * ProcessUtility, for COPY FROM and SET CONSTRAINTS, which fire triggers
- * without an executor of their own -- and the transaction callbacks store
+ * The row trigger gathers its events in backend memory (payload.c); hooks
+ * store them when their statement ends -- ExecutorEnd, after ExecutorFinish
+ * has fired the statement's AFTER ROW triggers, and ProcessUtility, for COPY
+ * FROM and SET CONSTRAINTS, which fire triggers without an executor of their
+ * own; ExecutorFinish and ProcessUtility count how deep statements are
+ * nested, so that each stores what it gathered -- and the transaction
+ * callbacks store
  * what deferred triggers gather at commit (PRE_COMMIT, PRE_PREPARE), hand
  * a released savepoint's events to its parent, and forget a rolled-back
  * savepoint's or transaction's.
@@ -80,8 +82,11 @@ WhSharedState *wh_shared = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ExecutorFinish_hook_type prev_ExecutorFinish = NULL;
 static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+int			wh_exec_depth = 0;
 
 /* set when this transaction enqueued something, or stored event batches */
 static bool wake_at_commit = false;
@@ -252,10 +257,32 @@ wh_batches_at_commit(void)
 }
 
 /*
- * A statement ends: store the events its row triggers gathered.  Only a
- * statement that can fire AFTER ROW triggers itself (not a plain SELECT,
- * such as one a trigger function runs for every row) stores; statements
- * run by functions inside it end first and store their own.
+ * ExecutorFinish fires the statement's AFTER triggers: what they gather
+ * belongs to this statement, one level deeper than the statements around it.
+ */
+static void
+wh_ExecutorFinish(QueryDesc *queryDesc)
+{
+	wh_exec_depth++;
+	PG_TRY();
+	{
+		if (prev_ExecutorFinish)
+			prev_ExecutorFinish(queryDesc);
+		else
+			standard_ExecutorFinish(queryDesc);
+	}
+	PG_FINALLY();
+	{
+		wh_exec_depth--;
+	}
+	PG_END_TRY();
+}
+
+/*
+ * A statement ends: store the events it (and statements inside it)
+ * gathered.  Only a statement that can fire AFTER ROW triggers itself (not
+ * a plain SELECT, such as one a trigger function runs for every row)
+ * stores.
  */
 static void
 wh_ExecutorEnd(QueryDesc *queryDesc)
@@ -268,7 +295,7 @@ wh_ExecutorEnd(QueryDesc *queryDesc)
 	else
 		standard_ExecutorEnd(queryDesc);
 	if (fires_triggers && wh_have_gathered())
-		wh_store_gathered();
+		wh_store_gathered(wh_exec_depth);
 }
 
 /* A utility statement ends: COPY FROM and SET CONSTRAINTS fire triggers. */
@@ -277,15 +304,24 @@ wh_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 				  ProcessUtilityContext context, ParamListInfo params,
 				  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
-	if (prev_ProcessUtility)
-		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-							queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+	wh_exec_depth++;
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+									queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		wh_exec_depth--;
+	}
+	PG_END_TRY();
 	/* COMMIT, ROLLBACK (TO), RELEASE: the transaction callbacks decide */
 	if (wh_have_gathered() && !IsA(pstmt->utilityStmt, TransactionStmt))
-		wh_store_gathered();
+		wh_store_gathered(wh_exec_depth);
 }
 
 static void
@@ -296,7 +332,7 @@ wh_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PRE_COMMIT:
 		case XACT_EVENT_PRE_PREPARE:
 			/* what deferred triggers gathered after the last statement */
-			wh_store_gathered();
+			wh_store_gathered(-1);
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
@@ -532,6 +568,8 @@ _PG_init(void)
 	RegisterXactCallback(wh_xact_callback, NULL);
 	RegisterSubXactCallback(wh_subxact_callback, NULL);
 
+	prev_ExecutorFinish = ExecutorFinish_hook;
+	ExecutorFinish_hook = wh_ExecutorFinish;
 	prev_ExecutorEnd = ExecutorEnd_hook;
 	ExecutorEnd_hook = wh_ExecutorEnd;
 	prev_ProcessUtility = ProcessUtility_hook;
