@@ -820,7 +820,9 @@ gather_event(int64 webhook_id, const WhEventType *et, StringInfo body)
 	if (g->n > 0)
 		appendStringInfoChar(&g->bodies, '\n');
 	appendBinaryStringInfo(&g->bodies, body->data, body->len);
-	if (++g->n == WH_BATCH_MAX_EVENTS || g->bodies.len >= WH_BATCH_MAX_BYTES)
+	g->n++;
+	/* (not while storing: a trigger on the queue tables gathers meanwhile) */
+	if ((g->n >= WH_BATCH_MAX_EVENTS || g->bodies.len >= WH_BATCH_MAX_BYTES) && !storing)
 	{
 		int			nestlevel = spi_begin();
 

@@ -13,16 +13,15 @@
  * The same callbacks publish, at commit, the counts of events that found no
  * active webhook (unrouted.c).
  *
- * The row trigger gathers its events in backend memory (payload.c); hooks
- * store them when their statement ends -- ExecutorEnd, after ExecutorFinish
+ * The row trigger gathers its events in backend memory (payload.c).  Hooks
+ * store them when their statement ends: ExecutorEnd, after ExecutorFinish
  * has fired the statement's AFTER ROW triggers, and ProcessUtility, for COPY
  * FROM and SET CONSTRAINTS, which fire triggers without an executor of their
- * own; ExecutorFinish and ProcessUtility count how deep statements are
- * nested, so that each stores what it gathered -- and the transaction
- * callbacks store
- * what deferred triggers gather at commit (PRE_COMMIT, PRE_PREPARE), hand
- * a released savepoint's events to its parent, and forget a rolled-back
- * savepoint's or transaction's.
+ * own; ExecutorFinish and ProcessUtility count how deeply statements are
+ * nested, so that each statement stores what it gathered.  The transaction
+ * callbacks store what deferred triggers gather at commit (PRE_COMMIT,
+ * PRE_PREPARE), hand a released savepoint's events to its parent, and
+ * forget a rolled-back savepoint's or transaction's.
  *
  *-------------------------------------------------------------------------
  */
