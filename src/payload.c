@@ -754,6 +754,8 @@ typedef struct GatheredGroup
 static MemoryContext gather_cxt = NULL;
 static GatheredGroup *gathered = NULL;
 
+int			wh_exec_depth = 0;
+
 /* set while a group is stored: the INSERT's own ExecutorEnd must not store */
 static bool storing = false;
 

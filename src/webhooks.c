@@ -85,8 +85,6 @@ static ExecutorFinish_hook_type prev_ExecutorFinish = NULL;
 static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
-int			wh_exec_depth = 0;
-
 /* set when this transaction enqueued something, or stored event batches */
 static bool wake_at_commit = false;
 static bool batches_at_commit = false;

@@ -66,10 +66,6 @@ typedef struct WhSharedState
 extern WhSharedState *wh_shared;
 
 extern void wh_wake_worker_at_commit(void);
-
-/* statements running in this backend: ExecutorFinish and ProcessUtility calls */
-extern int	wh_exec_depth;
-
 extern void wh_batches_at_commit(void);
 extern void wh_wake_worker_now(void);
 
