@@ -23,6 +23,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -33,10 +34,13 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
 #include "compat.h"
@@ -530,31 +534,96 @@ wh_dummy_body(const WhEventType *et)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * The search_path of the enqueue path's SPI statements.  The SQL functions
+ * set it already (SET search_path), then this costs a string comparison;
+ * the store at the end of a statement, which runs outside the functions,
+ * sets it itself, and so could the trigger if its function did not: it is
+ * the per-row SET search_path of the trigger function that costs most of
+ * what the row trigger still adds to an INSERT.
+ */
+#define WH_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
+static int
+safe_search_path_begin(void)
+{
+	int			nestlevel;
+
+	if (namespace_search_path != NULL &&
+		strcmp(namespace_search_path, WH_SAFE_SEARCH_PATH) == 0)
+		return -1;
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", WH_SAFE_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+static void
+safe_search_path_end(int nestlevel)
+{
+	if (nestlevel >= 0)
+		AtEOXact_GUC(true, nestlevel);
+}
+
+/* SPI_connect with that search_path; the GUC nest level to end it with */
+static int
+spi_begin(void)
+{
+	int			nestlevel = safe_search_path_begin();
+
+	SPI_connect();
+	return nestlevel;
+}
+
+static void
+spi_end(int nestlevel)
+{
+	SPI_finish();
+	safe_search_path_end(nestlevel);
+}
+
 static SPIPlanPtr plan_active = NULL;
 static SPIPlanPtr plan_insert_one = NULL;
 static SPIPlanPtr plan_insert_batch = NULL;
 
+/* the last active-webhook lookup, valid for the rest of its command */
+static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+static CommandId cached_cid = InvalidCommandId;
+static char cached_type[64];
+static int64 cached_id = 0;
+
+/*
+ * The active webhook for an event type from the cache, when the current
+ * command already looked it up: a multi-row INSERT with a row trigger asks
+ * once, without even connecting to SPI for the other rows.
+ */
+static bool
+active_webhook_cached(const char *event_type, int64 *webhook_id)
+{
+	if (cached_lxid != wh_my_lxid() || cached_cid != GetCurrentCommandId(false) ||
+		strcmp(cached_type, event_type) != 0)
+		return false;
+	*webhook_id = cached_id;
+	return true;
+}
+
 /*
  * The active webhook for an event type, or 0.  Cached for the rest of the
- * current command, so a multi-row INSERT with a row trigger asks once.
- * Must be called inside SPI_connect.
+ * current command.  Must be called inside SPI_connect.
  */
 static int64
 active_webhook_id(const char *event_type)
 {
-	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
-	static CommandId cached_cid = InvalidCommandId;
-	static char cached_type[64];
-	static int64 cached_id = 0;
 	CommandId	cid = GetCurrentCommandId(false);
 	Datum		arg;
 	Oid			argtype = TEXTOID;
 	bool		isnull;
 	int			rc;
+	int64		id;
 
-	if (cached_lxid == wh_my_lxid() && cached_cid == cid &&
-		strcmp(cached_type, event_type) == 0)
-		return cached_id;
+	if (active_webhook_cached(event_type, &id))
+		return id;
 
 	if (plan_active == NULL)
 		plan_active = wh_keep_plan("SELECT id FROM webhooks.webhooks "
@@ -629,6 +698,244 @@ insert_batch(int64 webhook_id, const char *event_type, StringInfo bodies, int n)
 	wh_batches_at_commit();
 }
 
+/* ---------------------------------------------------------------------
+ * Gathering the row trigger's events
+ *
+ * A row trigger used to store each event with its own SPI INSERT into the
+ * queue, which made a 100,000-row INSERT about ten times as slow as without
+ * the trigger.  Now the trigger only renders the body and appends it to a
+ * group in backend memory, one group per (subtransaction level, webhook,
+ * event type, user); the groups are stored when the statement ends:
+ *
+ *	- a group of one event as a plain delivery row (a single-row INSERT is
+ *	  delivered without waiting for the worker to split a batch), a larger
+ *	  one as one webhooks.event_batches row, like the statement trigger's;
+ *	  a group reaching WH_BATCH_MAX_EVENTS is stored at once, by the trigger,
+ *	  so memory stays bounded however many rows a statement inserts;
+ *	- "when the statement ends" is the ExecutorEnd of a statement that can
+ *	  fire triggers (ExecutorFinish has run its AFTER ROW triggers), the end
+ *	  of a utility statement (COPY FROM fires them inside CopyFrom, SET
+ *	  CONSTRAINTS fires deferred ones), and, as a safety net, PRE_COMMIT and
+ *	  PRE_PREPARE (deferred constraint triggers fire at commit, after the
+ *	  last statement) -- see webhooks.c for the hooks;
+ *	- a statement stores only what it gathered itself, or statements inside
+ *	  it: a group remembers the depth of statements running (wh_exec_depth,
+ *	  counted by the hooks) when it was started, and a statement ending at
+ *	  depth d stores the groups of depth > d.  An audit trigger that inserts
+ *	  a row for each row of a big INSERT thus stores its own statement's
+ *	  events, not the big INSERT's gathered so far one at a time;
+ *	- only the groups of the current subtransaction level are stored: a
+ *	  statement inside a savepoint (or a PL/pgSQL EXCEPTION block) must not
+ *	  store what its parent gathered, which would vanish with a rollback to
+ *	  the savepoint.  A released savepoint hands its groups to its parent;
+ *	  a rolled-back one frees them; the end of the transaction (commit,
+ *	  prepare or abort) resets the memory context that holds them all;
+ *	- storing runs as the user the trigger function ran as (it is SECURITY
+ *	  DEFINER) with the function's search_path, and an error while storing
+ *	  is an error of the statement (or of COMMIT): the transaction fails,
+ *	  nothing is dropped silently.
+ *
+ * emit() keeps its immediate INSERT: it returns the delivery's id.
+ * ---------------------------------------------------------------------
+ */
+
+typedef struct GatheredGroup
+{
+	struct GatheredGroup *next;
+	int			nestlevel;		/* subtransaction level that gathered them */
+	int			depth;			/* wh_exec_depth when they were gathered */
+	int64		webhook_id;
+	const WhEventType *et;
+	Oid			userid;			/* the trigger function's user */
+	int			n;				/* events in bodies */
+	StringInfoData bodies;		/* newline-separated */
+} GatheredGroup;
+
+static MemoryContext gather_cxt = NULL;
+static GatheredGroup *gathered = NULL;
+
+int			wh_exec_depth = 0;
+
+/* set while a group is stored: the INSERT's own ExecutorEnd must not store */
+static bool storing = false;
+
+/* store a group's events: one delivery row, or one batch row */
+static void
+store_group(GatheredGroup *g)
+{
+	Assert(!storing);
+	storing = true;
+	PG_TRY();
+	{
+		if (g->n == 1)
+			(void) insert_one(g->webhook_id, g->et->name, g->bodies.data);
+		else if (g->n > 1)
+			insert_batch(g->webhook_id, g->et->name, &g->bodies, g->n);
+	}
+	PG_FINALLY();
+	{
+		storing = false;
+	}
+	PG_END_TRY();
+	g->n = 0;
+	resetStringInfo(&g->bodies);
+}
+
+/*
+ * Add one rendered event to the current level's group of its webhook.
+ * Called by the row trigger, as the trigger function's user; a full group
+ * is stored at once.
+ */
+static void
+gather_event(int64 webhook_id, const WhEventType *et, StringInfo body)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	Oid			userid = GetUserId();
+	GatheredGroup *g;
+
+	for (g = gathered; g != NULL; g = g->next)
+		if (g->nestlevel == level && g->depth == wh_exec_depth &&
+			g->webhook_id == webhook_id && g->et == et && g->userid == userid)
+			break;
+	if (g == NULL)
+	{
+		MemoryContext old;
+
+		if (gather_cxt == NULL)
+			gather_cxt = AllocSetContextCreate(TopMemoryContext,
+											   "webhooks gathered events",
+											   ALLOCSET_DEFAULT_SIZES);
+		old = MemoryContextSwitchTo(gather_cxt);
+		g = palloc(sizeof(GatheredGroup));
+		g->nestlevel = level;
+		g->depth = wh_exec_depth;
+		g->webhook_id = webhook_id;
+		g->et = et;
+		g->userid = userid;
+		g->n = 0;
+		initStringInfo(&g->bodies);
+		MemoryContextSwitchTo(old);
+		g->next = gathered;
+		gathered = g;
+	}
+	/* bodies never contain a raw newline: escape_json escapes it */
+	if (g->n > 0)
+		appendStringInfoChar(&g->bodies, '\n');
+	appendBinaryStringInfo(&g->bodies, body->data, body->len);
+	g->n++;
+	/* (not while storing: a trigger on the queue tables gathers meanwhile) */
+	if ((g->n >= WH_BATCH_MAX_EVENTS || g->bodies.len >= WH_BATCH_MAX_BYTES) && !storing)
+	{
+		int			nestlevel = spi_begin();
+
+		store_group(g);
+		spi_end(nestlevel);
+	}
+}
+
+/* whether this transaction has gathered events not stored yet */
+bool
+wh_have_gathered(void)
+{
+	return gathered != NULL;
+}
+
+/*
+ * Store the gathered events of the current subtransaction level that were
+ * gathered deeper than depth (-1: all of them; see above for when).  Each
+ * group is unlinked before it is stored: should the INSERT fail, the error
+ * aborts the (sub)transaction at this level, which would discard the group
+ * anyway.
+ */
+void
+wh_store_gathered(int depth)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	GatheredGroup **link = &gathered;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel = -1;
+	bool		connected = false;
+	bool		pushed_snapshot = false;
+
+	if (gathered == NULL || storing || !IsTransactionState())
+		return;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	while (*link != NULL)
+	{
+		GatheredGroup *g = *link;
+
+		if (g->nestlevel < level || g->depth <= depth)
+		{
+			link = &g->next;
+			continue;
+		}
+		*link = g->next;
+		if (!connected)
+		{
+			/* at PRE_COMMIT, or after SET CONSTRAINTS, no snapshot is set */
+			if (!ActiveSnapshotSet())
+			{
+				PushActiveSnapshot(GetTransactionSnapshot());
+				pushed_snapshot = true;
+			}
+			save_nestlevel = spi_begin();
+			connected = true;
+		}
+		SetUserIdAndSecContext(g->userid, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		store_group(g);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		pfree(g->bodies.data);
+		pfree(g);
+	}
+	if (connected)
+	{
+		spi_end(save_nestlevel);
+		if (pushed_snapshot)
+			PopActiveSnapshot();
+	}
+}
+
+/*
+ * A subtransaction ends (called while it is still the current one): a
+ * committed one's groups go to its parent, a rolled-back one's are freed.
+ */
+void
+wh_gathered_subxact_end(bool committed)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	GatheredGroup **link = &gathered;
+
+	while (*link != NULL)
+	{
+		GatheredGroup *g = *link;
+
+		if (g->nestlevel < level)
+			link = &g->next;
+		else if (committed)
+		{
+			g->nestlevel = level - 1;
+			link = &g->next;
+		}
+		else
+		{
+			*link = g->next;
+			pfree(g->bodies.data);
+			pfree(g);
+		}
+	}
+}
+
+/* The transaction ends: whatever is still gathered is forgotten. */
+void
+wh_gathered_xact_end(void)
+{
+	gathered = NULL;
+	if (gather_cxt != NULL)
+		MemoryContextReset(gather_cxt);
+}
+
 /* webhooks.emit(event_type, payload): queue one event; the delivery id, or NULL when unrouted */
 PG_FUNCTION_INFO_V1(webhooks_emit);
 Datum
@@ -638,6 +945,7 @@ webhooks_emit(PG_FUNCTION_ARGS)
 	char	   *body;
 	int64		webhook_id;
 	int64		id;
+	int			nestlevel;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -650,16 +958,16 @@ webhooks_emit(PG_FUNCTION_ARGS)
 	et = lookup_event_type(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	body = wh_build_body(et, PG_GETARG_JSONB_P(1));
 
-	SPI_connect();
+	nestlevel = spi_begin();
 	webhook_id = active_webhook_id(et->name);
 	if (webhook_id == 0)
 	{
-		SPI_finish();
+		spi_end(nestlevel);
 		wh_count_unrouted(et, 1);
 		PG_RETURN_NULL();
 	}
 	id = insert_one(webhook_id, et->name, body);
-	SPI_finish();
+	spi_end(nestlevel);
 	PG_RETURN_INT64(id);
 }
 
@@ -901,6 +1209,51 @@ body_from_slot(StringInfo buf, const WhEventType *et, const ColumnMap *map,
 	check_body_size(buf);
 }
 
+/*
+ * What a row trigger needs for every row of a statement, built at its first
+ * row: the column map and a slot.  It lives in the trigger's FmgrInfo
+ * (fn_extra, in the executor's memory), so it lasts for one statement.  The
+ * slot's descriptor is a copy: a slot on the relation's own descriptor
+ * would pin it, to be released by the resource owner of the first row.
+ */
+typedef struct RowTriggerCache
+{
+	Oid			tgoid;
+	TupleDesc	reldesc;		/* the relation's descriptor it was built for */
+	const WhEventType *et;
+	ColumnMap	map;
+	TupleTableSlot *slot;
+	StringInfoData body;
+} RowTriggerCache;
+
+static RowTriggerCache *
+row_trigger_cache(FunctionCallInfo fcinfo, const WhEventType *et, Relation rel)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	RowTriggerCache *cache = (RowTriggerCache *) fcinfo->flinfo->fn_extra;
+	MemoryContext old;
+
+	if (cache != NULL && cache->tgoid == td->tg_trigger->tgoid &&
+		cache->reldesc == RelationGetDescr(rel) && cache->et == et)
+		return cache;
+
+	old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	if (cache == NULL)
+	{
+		cache = palloc0(sizeof(RowTriggerCache));
+		initStringInfo(&cache->body);
+	}
+	build_column_map(et, rel, &cache->map);
+	cache->slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(rel)),
+										   &TTSOpsHeapTuple);
+	cache->tgoid = td->tg_trigger->tgoid;
+	cache->reldesc = RelationGetDescr(rel);
+	cache->et = et;
+	MemoryContextSwitchTo(old);
+	fcinfo->flinfo->fn_extra = cache;
+	return cache;
+}
+
 /* webhooks.enqueue_event(): the trigger function, in row or statement mode */
 PG_FUNCTION_INFO_V1(webhooks_enqueue_event);
 Datum
@@ -912,6 +1265,7 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 	Relation	rel;
 	ColumnMap	map;
 	int64		webhook_id;
+	int			nestlevel;
 	HeapTuple	rettuple = NULL;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -953,39 +1307,48 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 						   trigger->tgname, RelationGetRelationName(rel),
 						   TRIGGER_FIRED_BY_DELETE(td->tg_event) ? "DELETE" : "TRUNCATE")));
 
-	build_column_map(et, rel, &map);
-
 	if (TRIGGER_FIRED_FOR_ROW(td->tg_event))
 	{
+		RowTriggerCache *cache = row_trigger_cache(fcinfo, et, rel);
+
 		rettuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
-		SPI_connect();
-		webhook_id = active_webhook_id(et->name);
+		if (!active_webhook_cached(et->name, &webhook_id))
+		{
+			nestlevel = spi_begin();
+			webhook_id = active_webhook_id(et->name);
+			spi_end(nestlevel);
+		}
 		if (webhook_id == 0)
 			wh_count_unrouted(et, 1);
 		else
 		{
-			TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
-			StringInfoData body;
-
-			initStringInfo(&body);
-			ExecStoreHeapTuple(rettuple, slot, false);
-			body_from_slot(&body, et, &map, slot, RelationGetRelationName(rel));
-			ExecDropSingleTupleTableSlot(slot);
-			insert_one(webhook_id, et->name, body.data);
+			ExecStoreHeapTuple(rettuple, cache->slot, false);
+			body_from_slot(&cache->body, et, &cache->map, cache->slot, RelationGetRelationName(rel));
+			ExecClearTuple(cache->slot);
+			/* without preloading, no hook would store what is gathered */
+			if (wh_loaded_at_preload)
+				gather_event(webhook_id, et, &cache->body);
+			else
+			{
+				nestlevel = spi_begin();
+				(void) insert_one(webhook_id, et->name, cache->body.data);
+				spi_end(nestlevel);
+			}
 		}
-		SPI_finish();
+		return PointerGetDatum(rettuple);
 	}
 	else
 	{
 		Tuplestorestate *rows = td->tg_newtable;
 
+		build_column_map(et, rel, &map);
 		if (rows == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 					 errmsg("statement trigger \"%s\" on table \"%s\" needs a transition table",
 							trigger->tgname, RelationGetRelationName(rel)),
 					 errhint("Create it with REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT.")));
-		SPI_connect();
+		nestlevel = spi_begin();
 		webhook_id = active_webhook_id(et->name);
 		if (webhook_id == 0)
 			wh_count_unrouted(et, tuplestore_tuple_count(rows));
@@ -1030,7 +1393,7 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 			else if (n > 0)
 				insert_batch(webhook_id, et->name, &batch, n);
 		}
-		SPI_finish();
+		spi_end(nestlevel);
 	}
 	return PointerGetDatum(rettuple);
 }

@@ -49,4 +49,12 @@ extern char *wh_build_body(const WhEventType *et, Jsonb *payload);
 extern char *wh_dummy_body(const WhEventType *et);
 extern void wh_format_event_date(StringInfo buf, TimestampTz ts);
 
+/* the row trigger's events, gathered until their statement ends */
+extern int	wh_exec_depth;		/* statements running: ExecutorFinish and
+								 * ProcessUtility calls (webhooks.c's hooks) */
+extern bool wh_have_gathered(void);
+extern void wh_store_gathered(int depth);
+extern void wh_gathered_subxact_end(bool committed);
+extern void wh_gathered_xact_end(void);
+
 #endif							/* WEBHOOKS_PAYLOAD_H */

@@ -13,6 +13,16 @@
  * The same callbacks publish, at commit, the counts of events that found no
  * active webhook (unrouted.c).
  *
+ * The row trigger gathers its events in backend memory (payload.c).  Hooks
+ * store them when their statement ends: ExecutorEnd, after ExecutorFinish
+ * has fired the statement's AFTER ROW triggers, and ProcessUtility, for COPY
+ * FROM and SET CONSTRAINTS, which fire triggers without an executor of their
+ * own; ExecutorFinish and ProcessUtility count how deeply statements are
+ * nested, so that each statement stores what it gathered.  The transaction
+ * callbacks store what deferred triggers gather at commit (PRE_COMMIT,
+ * PRE_PREPARE), hand a released savepoint's events to its parent, and
+ * forget a rolled-back savepoint's or transaction's.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -20,6 +30,7 @@
 #include <limits.h>
 
 #include "access/xact.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -28,9 +39,11 @@
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "tcop/utility.h"
 #include "utils/guc.h"
 
 #include "compat.h"
+#include "payload.h"
 #include "unrouted.h"
 #include "webhooks.h"
 #include "worker.h"
@@ -68,6 +81,9 @@ WhSharedState *wh_shared = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ExecutorFinish_hook_type prev_ExecutorFinish = NULL;
+static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 /* set when this transaction enqueued something, or stored event batches */
 static bool wake_at_commit = false;
@@ -237,11 +253,84 @@ wh_batches_at_commit(void)
 	wake_at_commit = true;
 }
 
+/*
+ * ExecutorFinish fires the statement's AFTER triggers: what they gather
+ * belongs to this statement, one level deeper than the statements around it.
+ */
+static void
+wh_ExecutorFinish(QueryDesc *queryDesc)
+{
+	wh_exec_depth++;
+	PG_TRY();
+	{
+		if (prev_ExecutorFinish)
+			prev_ExecutorFinish(queryDesc);
+		else
+			standard_ExecutorFinish(queryDesc);
+	}
+	PG_FINALLY();
+	{
+		wh_exec_depth--;
+	}
+	PG_END_TRY();
+}
+
+/*
+ * A statement ends: store the events it (and statements inside it)
+ * gathered.  Only a statement that can fire AFTER ROW triggers itself (not
+ * a plain SELECT, such as one a trigger function runs for every row)
+ * stores.
+ */
+static void
+wh_ExecutorEnd(QueryDesc *queryDesc)
+{
+	bool		fires_triggers = queryDesc->operation != CMD_SELECT ||
+		queryDesc->plannedstmt->hasModifyingCTE;
+
+	if (prev_ExecutorEnd)
+		prev_ExecutorEnd(queryDesc);
+	else
+		standard_ExecutorEnd(queryDesc);
+	if (fires_triggers && wh_have_gathered())
+		wh_store_gathered(wh_exec_depth);
+}
+
+/* A utility statement ends: COPY FROM and SET CONSTRAINTS fire triggers. */
+static void
+wh_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				  ProcessUtilityContext context, ParamListInfo params,
+				  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	wh_exec_depth++;
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+									queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		wh_exec_depth--;
+	}
+	PG_END_TRY();
+	/* COMMIT, ROLLBACK (TO), RELEASE: the transaction callbacks decide */
+	if (wh_have_gathered() && !IsA(pstmt->utilityStmt, TransactionStmt))
+		wh_store_gathered(wh_exec_depth);
+}
+
 static void
 wh_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			/* what deferred triggers gathered after the last statement */
+			wh_store_gathered(-1);
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (batches_at_commit && wh_shared != NULL)
@@ -251,33 +340,45 @@ wh_xact_callback(XactEvent event, void *arg)
 			wake_at_commit = false;
 			batches_at_commit = false;
 			wh_unrouted_xact_end(true);
+			wh_gathered_xact_end();
 			break;
 		case XACT_EVENT_PREPARE:
 			wake_at_commit = false;
 			batches_at_commit = false;
 			/* the backend forgets the transaction now: count it as committed */
 			wh_unrouted_xact_end(true);
+			wh_gathered_xact_end();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_at_commit = false;
 			batches_at_commit = false;
 			wh_unrouted_xact_end(false);
+			wh_gathered_xact_end();
 			break;
 		default:
 			break;
 	}
 }
 
-/* A savepoint is released or rolled back (unrouted.c keeps counts per level). */
+/*
+ * A savepoint is released or rolled back (unrouted.c keeps counts per
+ * level, payload.c the gathered events).
+ */
 static void
 wh_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
 		wh_unrouted_subxact_end(true);
+		wh_gathered_subxact_end(true);
+	}
 	else if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
 		wh_unrouted_subxact_end(false);
+		wh_gathered_subxact_end(false);
+	}
 }
 
 static void
@@ -463,6 +564,13 @@ _PG_init(void)
 
 	RegisterXactCallback(wh_xact_callback, NULL);
 	RegisterSubXactCallback(wh_subxact_callback, NULL);
+
+	prev_ExecutorFinish = ExecutorFinish_hook;
+	ExecutorFinish_hook = wh_ExecutorFinish;
+	prev_ExecutorEnd = ExecutorEnd_hook;
+	ExecutorEnd_hook = wh_ExecutorEnd;
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = wh_ProcessUtility;
 
 	wh_register_worker();
 }

@@ -33,7 +33,9 @@
 #      another webhook's endpoint takes 3 s per request (about 20 in flight)
 #   4. enqueue cost: INSERT of 100,000 rows under the statement trigger and
 #      under the row trigger, vs the same INSERT without trigger
-#      (webhooks.enabled = off, a webhook active for the event type)
+#      (webhooks.enabled = off, a webhook active for the event type); and
+#      single-row INSERTs, one per transaction, with pgbench (PGBENCH_CLIENTS
+#      4, PGBENCH_SECONDS 20): the plain table's tps vs the row trigger's
 #   5. fairness (issue 8, point 11), defaults 128/64: single-event
 #      transactions to a third webhook (HTTP/1.1 to lat_sink.py), one every
 #      FAIR_INTERVAL_MS (5), commit -> arrival p50/p99,
@@ -54,6 +56,7 @@
 # BENCH_CMD (run this instead of bench.py in the set-up, e.g. BENCH_CMD=bash),
 # EXTRA_CONF (lines added to postgresql.conf, e.g. EXTRA_CONF="webhooks.http2 = off"),
 # SECTIONS ("throughput wrk latency enqueue fairness": run only some),
+# PGBENCH_CLIENTS (4), PGBENCH_SECONDS (20), ENQUEUE_NO_SET_PATH=1 (section 4, see bench.py),
 # FAIR_SLOW_MS, FAIR_SLOW_EVENTS, FAIR_WINDOW_S, FAIR_INTERVAL_MS (section 5),
 # PERF_DIR (a directory: perf record -g of the worker during each drain; with
 # PERF_STAT="event,..." perf stat of those events instead).
