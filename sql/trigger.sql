@@ -22,6 +22,9 @@ CREATE TRIGGER email_opens_webhook AFTER INSERT ON app.email_opens
 INSERT INTO app.email_opens (message_id, subscriber_id, subscriber_email, created_at, user_agent) VALUES
     (149211, 5823952, 'test@test.com', '2024-05-10 13:28:23.209375+00', 'Mozilla'),
     (149212, 5823953, 'o''brien@example.com', '2024-05-10 15:00:00+02', NULL);
+-- the row trigger gathers a statement's events and stores them as one batch
+SELECT count(*) AS batches, sum(events) AS events FROM webhooks.event_batches;
+SELECT webhooks._expand_batches() AS split;
 SELECT body FROM webhooks.deliveries ORDER BY id;
 
 -- statement trigger with a transition table: one INSERT, many events
@@ -180,7 +183,7 @@ CREATE TRIGGER after_stmt AFTER INSERT ON app.opens_pk REFERENCING NEW TABLE AS 
     FOR EACH STATEMENT EXECUTE FUNCTION webhooks.enqueue_event('EmailClicks');
 INSERT INTO app.opens_pk VALUES (1, 2, 'dup@example.com'), (11, 12, 'f@example.com'), (13, 14, 'g@example.com')
     ON CONFLICT DO NOTHING;
-SELECT webhooks._expand_batches() AS split;
+SELECT webhooks._expand_batches(10) AS split;
 SELECT event_type, body::jsonb->>'messageId' AS message_id, body::jsonb->>'subscriberEmail' AS email
   FROM webhooks.deliveries WHERE id > :last_id ORDER BY 1, (body::jsonb->>'messageId')::int;
 SELECT count(*) - :before AS queued_by_after_triggers FROM webhooks.deliveries;

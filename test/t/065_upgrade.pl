@@ -114,7 +114,8 @@ SELECT 'opens', d.webhook_id, 500, 'error body 500', d.body::json, d.id, a,
 SQL
 
 # clicks: two rows through the row trigger
-sq("INSERT INTO app.email_clicks VALUES (11, 2, 'c1\@example.com'), (12, 2, 'c2\@example.com')");
+# one row per statement: each is a delivery row (a statement of several rows is a batch)
+sq("INSERT INTO app.email_clicks VALUES (11, 2, 'c1\@example.com'); INSERT INTO app.email_clicks VALUES (12, 2, 'c2\@example.com')");
 my @c = split /\n/, sq("SELECT id FROM webhooks.deliveries WHERE webhook_id = $wid{clicks} ORDER BY id");
 is(scalar(@c), 2, 'the row trigger enqueued two deliveries');
 

@@ -41,7 +41,7 @@ CREATE CONSTRAINT TRIGGER deliveries_webhook AFTER INSERT ON app.deliveries
 -- the events queued for a tag (a subscriber_email prefix): as delivery rows,
 -- as events inside batch rows, and the number of batch rows holding them
 CREATE FUNCTION app.queued(tag text) RETURNS text LANGUAGE sql AS $$
-    SELECT (SELECT count(*) FROM webhooks.deliveries
+    SELECT (SELECT count(*) FROM webhooks.all_deliveries
              WHERE body LIKE '%"subscriberEmail":"' || tag || '%')
            || '/' ||
            (SELECT count(*) FROM webhooks.event_batches b, string_to_table(b.bodies, E'\n') x
@@ -52,14 +52,14 @@ CREATE FUNCTION app.queued(tag text) RETURNS text LANGUAGE sql AS $$
 $$;
 -- queued events of a tag, either form
 CREATE FUNCTION app.total(tag text) RETURNS bigint LANGUAGE sql AS $$
-    SELECT (SELECT count(*) FROM webhooks.deliveries
+    SELECT (SELECT count(*) FROM webhooks.all_deliveries
              WHERE body LIKE '%"subscriberEmail":"' || tag || '%')
            + (SELECT count(*) FROM webhooks.event_batches b, string_to_table(b.bodies, E'\n') x
                WHERE x LIKE '%"subscriberEmail":"' || tag || '%')
 $$;
 -- delivered events of a tag
 CREATE FUNCTION app.delivered(tag text) RETURNS bigint LANGUAGE sql AS $$
-    SELECT count(*) FROM webhooks.deliveries
+    SELECT count(*) FROM webhooks.all_deliveries
      WHERE state = 'delivered' AND body LIKE '%"subscriberEmail":"' || tag || '%'
 $$;
 SQL
@@ -86,10 +86,10 @@ my ($queued, $pending, $first_msg) = split /\n/, $in_xact;
 is($queued, '0/1000/1', 'a 1,000-row INSERT is one batch row of 1,000 events, visible in its transaction');
 is($pending, '1000', "webhook_stats counts the statement's events as pending before COMMIT");
 poll("SELECT app.delivered('big-') = 1000", 'all 1,000 events are delivered');
-is(sq("SELECT count(DISTINCT msg_id) FROM webhooks.deliveries WHERE body LIKE '%\"big-%'"),
+is(sq("SELECT count(DISTINCT msg_id) FROM webhooks.all_deliveries WHERE body LIKE '%\"big-%'"),
 	'1000', 'with 1,000 distinct webhook-ids');
 is( $first_msg =~ /^msg_/
-	? sq("SELECT count(*) FROM webhooks.deliveries d, generate_series(0, 999) i
+	? sq("SELECT count(*) FROM webhooks.all_deliveries d, generate_series(0, 999) i
            WHERE d.body LIKE '%\"big-%' AND d.msg_id = webhooks._batch_msg_id('$first_msg', i)")
 	: 'no batch',
 	'1000', "derived from the batch's first_msg_id");
