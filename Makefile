@@ -22,7 +22,7 @@ SHLIB_LINK = -lcurl -lssl -lcrypto
 
 # pg_regress: inputs in sql/, outputs in expected/, on a temp instance that
 # preloads the library (the pg_cron trick).
-REGRESS = schema url_validation wizard_errors emit trigger unrouted_events event_dates roles
+REGRESS = schema url_validation wizard_errors emit trigger unrouted_events event_dates roles queue_plans
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
 
 # isolation specs live in test/specs, their outputs in test/expected

@@ -463,6 +463,10 @@ $$;
 
 -- Events whose webhook was deleted while they were being enqueued die with a
 -- log row, never silently: the queued ones move to the history as dead.
+-- The orphans are listed once (= ANY (ARRAY(...)), an initplan): as
+-- "id IN (subquery)", a plan cached while autovacuum had seen the queue
+-- nearly empty rescanned the whole queue for every row of it, and a backlog
+-- of 5,000 took 17 s (sql/queue_plans.sql).
 CREATE OR REPLACE FUNCTION webhooks._sweep_orphans() RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -471,9 +475,9 @@ DECLARE
 BEGIN
     WITH o AS (
         DELETE FROM webhooks.deliveries d
-         WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
-                         WHERE NOT EXISTS (SELECT FROM webhooks.webhooks w WHERE w.id = x.webhook_id)
-                           FOR UPDATE SKIP LOCKED)
+         WHERE d.id = ANY (ARRAY(SELECT x.id FROM webhooks.deliveries x
+                                  WHERE NOT EXISTS (SELECT FROM webhooks.webhooks w WHERE w.id = x.webhook_id)
+                                    FOR UPDATE SKIP LOCKED))
         RETURNING d.*),
     h AS (
         INSERT INTO webhooks.delivery_history (id, webhook_id, event_type, body, state, attempts, created_at,
@@ -489,9 +493,9 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     WITH o AS (
         DELETE FROM webhooks.event_batches b
-         WHERE b.id IN (SELECT x.id FROM webhooks.event_batches x
-                         WHERE NOT EXISTS (SELECT FROM webhooks.webhooks w WHERE w.id = x.webhook_id)
-                           FOR UPDATE SKIP LOCKED)
+         WHERE b.id = ANY (ARRAY(SELECT x.id FROM webhooks.event_batches x
+                                  WHERE NOT EXISTS (SELECT FROM webhooks.webhooks w WHERE w.id = x.webhook_id)
+                                    FOR UPDATE SKIP LOCKED))
         RETURNING b.*)
     INSERT INTO webhooks.webhook_logs (webhook_id, error_content, webhook_payload, outcome, msg_id)
     SELECT o.webhook_id, 'webhook no longer exists', webhooks._json_or_null(e.body), 'dead',

@@ -1,0 +1,25 @@
+-- The maintenance's statements over the queue keep linear plans whatever the
+-- statistics said when their plans were cached.  The queue is small most of
+-- the time (it holds live work only), so autovacuum often records a nearly
+-- empty table; a plan cached then must not turn quadratic once a backlog
+-- arrives.  Counted as tuples read in this transaction
+-- (pg_stat_xact_user_tables), not timed.
+ALTER TABLE webhooks.deliveries SET (autovacuum_enabled = false);
+INSERT INTO webhooks.webhooks (name, event_type, target_url, is_active)
+VALUES ('plans', 'EmailOpens', 'https://hooks.example.com/plans', true);
+INSERT INTO webhooks.deliveries (webhook_id, event_type, body)
+SELECT id, 'EmailOpens', '{}' FROM webhooks.webhooks WHERE name = 'plans';
+-- the statistics of a queue holding one row; the plans are cached now
+VACUUM ANALYZE webhooks.deliveries;
+SELECT webhooks._sweep_orphans() AS swept;
+-- a backlog of 3,000
+INSERT INTO webhooks.deliveries (webhook_id, event_type, body)
+SELECT w.id, 'EmailOpens', '{}' FROM webhooks.webhooks w, generate_series(1, 3000) WHERE w.name = 'plans';
+BEGIN;
+SELECT webhooks._sweep_orphans() AS swept;
+SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) < 10 * 3001 AS linear
+  FROM pg_stat_xact_user_tables WHERE relid = 'webhooks.deliveries'::regclass;
+COMMIT;
+DELETE FROM webhooks.deliveries;
+DELETE FROM webhooks.webhooks WHERE name = 'plans';
+ALTER TABLE webhooks.deliveries RESET (autovacuum_enabled);
