@@ -200,6 +200,7 @@ typedef struct WorkerState
 	TimestampTz next_due;
 	TimestampTz next_maintenance;
 	TimestampTz next_expiry;	/* when the oldest history partition expires */
+	TimestampTz next_minute_tasks;	/* unrouted counts, secrets, orphans */
 	TimestampTz next_poll;
 	TimestampTz next_split;		/* while requests are in flight */
 	TimestampTz db_backoff_until;	/* after an error, until then no SQL */
@@ -1645,42 +1646,61 @@ maintenance_interval_ms(void)
 }
 
 /*
- * Save the counts of unrouted events, make the history's partitions ahead
- * and drop those past webhooks.log_retention (whole: no row is deleted one
- * by one), end secrets past their grace period, and give queued events
- * whose webhook vanished a log row.  Rows other sessions hold are skipped,
- * not waited for; a partition another session uses is left for the next
- * pass (lock_timeout in _maintain_history).
+ * Make the history's partitions ahead and drop those past
+ * webhooks.log_retention (whole: no row is deleted one by one), in a
+ * transaction of its own: it holds its partitions' locks only as long as
+ * that takes.  A partition another session uses is left for the next pass
+ * (lock_timeout in _maintain_history).  Notes when the oldest partition
+ * left expires: the next pass comes then.
  */
 static void
-maintenance(void)
+keep_partitions(void)
 {
 	bool		isnull;
 	Datum		expiry;
 	Datum		args[1];
 	Oid			argtypes[1] = {INT4OID};
 
-	fold_unrouted_events();
-
 	args[0] = Int32GetDatum(wh_log_retention_s);
 	begin_xact("keeping the history's partitions");
-	if (!check_extension())
+	if (check_extension())
 	{
-		commit_xact();
-		return;
+		if (SPI_execute_with_args("SELECT webhooks._maintain_history($1)", 1, argtypes, args,
+								  NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not keep the history's partitions");
+		expiry = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		wk.next_expiry = isnull ? 0 : DatumGetTimestampTz(expiry);
 	}
-	if (SPI_execute_with_args("SELECT webhooks._maintain_history($1)", 1, argtypes, args,
-							  NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not keep the history's partitions");
-	expiry = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	wk.next_expiry = isnull ? 0 : DatumGetTimestampTz(expiry);
-	if (SPI_execute("UPDATE webhooks.webhooks w SET previous_secret = NULL, previous_secret_expires_at = NULL "
-					" WHERE w.id IN (SELECT x.id FROM webhooks.webhooks x "
-					"                 WHERE x.previous_secret_expires_at < pg_catalog.now() "
-					"                   FOR UPDATE SKIP LOCKED)", false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not end expired secrets");
-	if (SPI_execute("SELECT webhooks._sweep_orphans()", false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not sweep orphaned deliveries");
+	commit_xact();
+}
+
+/*
+ * The maintenance pass: the history's partitions, then once a minute save
+ * the counts of unrouted events, end secrets past their grace period and
+ * give queued events whose webhook vanished a log row.  Rows other
+ * sessions hold are skipped, not waited for.
+ */
+static void
+maintenance(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	keep_partitions();
+	if (now < wk.next_minute_tasks || !wk.extension_present)
+		return;
+	wk.next_minute_tasks = TimestampTzPlusMilliseconds(now, MAINTENANCE_INTERVAL_MS);
+	fold_unrouted_events();
+	begin_xact("ending expired secrets and sweeping orphaned events");
+	if (check_extension())
+	{
+		if (SPI_execute("UPDATE webhooks.webhooks w SET previous_secret = NULL, previous_secret_expires_at = NULL "
+						" WHERE w.id IN (SELECT x.id FROM webhooks.webhooks x "
+						"                 WHERE x.previous_secret_expires_at < pg_catalog.now() "
+						"                   FOR UPDATE SKIP LOCKED)", false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not end expired secrets");
+		if (SPI_execute("SELECT webhooks._sweep_orphans()", false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not sweep orphaned deliveries");
+	}
 	commit_xact();
 }
 
