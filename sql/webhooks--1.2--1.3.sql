@@ -527,6 +527,18 @@ $$;
 DROP FUNCTION webhooks._prune(timestamptz, integer);
 
 ------------------------------------------------------------------------------
+-- The row trigger runs as its caller
+------------------------------------------------------------------------------
+
+-- A SECURITY DEFINER function's SET search_path is applied and undone on
+-- every call: for the row trigger, on every row, and most of what it added
+-- to an INSERT.  The C code now does as the function's owner what it reads
+-- and writes in schema webhooks, under search_path pg_catalog, pg_temp, as
+-- PostgreSQL's foreign-key triggers act as the table's owner
+-- (src/payload.c, webhooks_enqueue_event).
+ALTER FUNCTION webhooks.enqueue_event() SECURITY INVOKER RESET search_path;
+
+------------------------------------------------------------------------------
 -- Redelivery: from the history back to the queue
 ------------------------------------------------------------------------------
 
