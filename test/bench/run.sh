@@ -56,7 +56,7 @@
 # BENCH_CMD (run this instead of bench.py in the set-up, e.g. BENCH_CMD=bash),
 # EXTRA_CONF (lines added to postgresql.conf, e.g. EXTRA_CONF="webhooks.http2 = off"),
 # SECTIONS ("throughput wrk latency enqueue fairness": run only some),
-# PGBENCH_CLIENTS (4), PGBENCH_SECONDS (20), ENQUEUE_NO_SET_PATH=1 (section 4, see bench.py),
+# PGBENCH_CLIENTS (4), PGBENCH_SECONDS (20) (section 4),
 # FAIR_SLOW_MS, FAIR_SLOW_EVENTS, FAIR_WINDOW_S, FAIR_INTERVAL_MS (section 5),
 # PERF_DIR (a directory: perf record -g of the worker during each drain; with
 # PERF_STAT="event,..." perf stat of those events instead).
