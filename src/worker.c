@@ -201,6 +201,7 @@ typedef struct WorkerState
 	TimestampTz next_maintenance;
 	TimestampTz next_expiry;	/* when the oldest history partition expires */
 	TimestampTz next_minute_tasks;	/* unrouted counts, secrets, orphans */
+	bool		orphans_seen;	/* by the last minute's pass: sweep them at this one */
 	TimestampTz next_poll;
 	TimestampTz next_split;		/* while requests are in flight */
 	TimestampTz db_backoff_until;	/* after an error, until then no SQL */
@@ -559,6 +560,7 @@ check_extension(void)
 				(errmsg("webhooks worker: extension webhooks was dropped and created again")));
 		forget_plans();
 		wk.leases_released = false;
+		wk.orphans_seen = false;
 		wk.extension_present = false;
 		wk.next_maintenance = 0;	/* look again soon, not at the next maintenance */
 	}
@@ -590,6 +592,7 @@ check_extension(void)
 				(errmsg("webhooks worker: extension dropped; waiting for CREATE EXTENSION webhooks")));
 		forget_plans();
 		wk.leases_released = false;
+		wk.orphans_seen = false;
 		wk.next_maintenance = 0;
 	}
 	else if (present && !wk.extension_present)
@@ -1675,6 +1678,41 @@ keep_partitions(void)
 }
 
 /*
+ * Queued events whose webhook no longer exists (an enqueue raced the
+ * webhook's deletion) die with a log row (webhooks._sweep_orphans), but only
+ * once they have stayed orphaned for a minute, while the worker delivers and
+ * the webhooks table has rows: pg_restore loads the queue before the
+ * webhooks (one table per transaction), and for a while a restored queue
+ * looks orphaned.  With webhooks.enabled off (the way to restore) nothing is
+ * swept; nor with the webhooks table empty (a restore that has not reached
+ * it yet, however long it takes).  An orphan is found by one pass and swept
+ * by the next, a minute later: so none in the first minute after the
+ * extension appears or deliveries are switched on.
+ */
+static void
+sweep_orphans(void)
+{
+	bool		isnull;
+
+	if (!wh_enabled)
+	{
+		wk.orphans_seen = false;
+		return;
+	}
+	if (wk.orphans_seen &&
+		SPI_execute("SELECT webhooks._sweep_orphans() WHERE EXISTS (SELECT FROM webhooks.webhooks)",
+					false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not sweep orphaned deliveries");
+	if (SPI_execute("SELECT EXISTS (SELECT FROM webhooks.deliveries d "
+					"                WHERE NOT EXISTS (SELECT FROM webhooks.webhooks w WHERE w.id = d.webhook_id)) "
+					"    OR EXISTS (SELECT FROM webhooks.event_batches b "
+					"                WHERE NOT EXISTS (SELECT FROM webhooks.webhooks w WHERE w.id = b.webhook_id))",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not look for orphaned deliveries");
+	wk.orphans_seen = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * The maintenance pass: the history's partitions, then once a minute save
  * the counts of unrouted events, end secrets past their grace period and
  * give queued events whose webhook vanished a log row.  Rows other
@@ -1698,8 +1736,7 @@ maintenance(void)
 						"                 WHERE x.previous_secret_expires_at < pg_catalog.now() "
 						"                   FOR UPDATE SKIP LOCKED)", false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not end expired secrets");
-		if (SPI_execute("SELECT webhooks._sweep_orphans()", false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not sweep orphaned deliveries");
+		sweep_orphans();
 	}
 	commit_xact();
 }

@@ -12,7 +12,9 @@
 #   neither the history nor the log.
 # - A dump of a database with pending, held and batched events, restored
 #   into another server, delivers them there with their webhook-ids; the
-#   history is not in the dump.
+#   history is not in the dump.  Its worker, enabled or not, never takes
+#   the restored queue for orphans while the webhooks' rows are not restored
+#   yet; a real orphan dies after two maintenance passes.
 
 use strict;
 use warnings;
@@ -21,6 +23,7 @@ use File::Temp ();
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(sleep time);
 use WebhooksTest;
 
 my $rcv = start_receiver();
@@ -122,9 +125,43 @@ like($list, qr/TABLE DATA webhooks webhooks /, 'and the webhooks');
 unlike($list, qr/delivery_history|webhook_logs_\d|TABLE DATA webhooks webhook_logs /,
 	'and no history: no finished delivery, no log row');
 
+# pg_restore loads the tables one at a time, each in a transaction of its
+# own, the queue (deliveries, event_batches) before the webhooks (name
+# order): for a while a restored queue's webhooks are not there yet.  The
+# worker must not take its events for orphans of deleted webhooks (dead, "no
+# longer exists").  The window is made long here: everything but the
+# webhooks' rows is restored, the worker looks, then the webhooks come.
+my @toc = split /\n/, $list;
+sub toc_file
+{
+	my $f = File::Temp->new(SUFFIX => '.list');
+	print $f join("\n", @_), "\n";
+	close $f;
+	return $f;
+}
+my $but_webhooks = toc_file(grep { !/TABLE DATA webhooks webhooks / } @toc);
+my $webhook_rows = toc_file(grep { /TABLE DATA webhooks webhooks / } @toc);
+
+# restores all but the webhooks' rows into $n, lets its worker look at the
+# queue, checks that it is intact, restores the webhooks' rows
+sub restore_in_two
+{
+	my ($n, $what) = @_;
+	$n->command_ok([ 'pg_restore', '-L', $but_webhooks->filename, '-d', $n->connstr('postgres'), $dump->filename ],
+		"$what: pg_restore of all but the webhooks' rows");
+	my $deadline = time + 30;
+	sleep 0.1 until slurp_file($n->logfile) =~ /serving database "postgres"/ || time > $deadline;
+	like(slurp_file($n->logfile), qr/serving database "postgres"/, "$what: the worker found the extension");
+	sleep 3;	# its first maintenance pass comes at once
+	is($n->safe_psql('postgres', $queue_sql), $queue, "$what: the queue waits for its webhooks");
+	is($n->safe_psql('postgres', "SELECT count(*) FROM webhooks.all_deliveries WHERE state = 'dead'"),
+		'0', "$what: no restored event was taken for an orphan");
+	$n->command_ok([ 'pg_restore', '-L', $webhook_rows->filename, '-d', $n->connstr('postgres'), $dump->filename ],
+		"$what: pg_restore of the webhooks' rows");
+}
+
 my $other = new_node('restored', no_extension => 1, conf => "webhooks.enabled = off");
-$other->command_ok([ 'pg_restore', '-d', $other->connstr('postgres'), $dump->filename ],
-	'pg_restore into another server');
+restore_in_two($other, 'webhooks.enabled = off');
 is($other->safe_psql('postgres', $queue_sql), $queue, 'the queue is restored as it was');
 is($other->safe_psql('postgres', "SELECT first_msg_id || ' ' || events || ' ' || md5(bodies) FROM webhooks.event_batches"),
 	$batch, 'and the unsplit batch');
@@ -149,4 +186,30 @@ is($other->safe_psql('postgres', "SELECT count(*) FROM webhooks.delivery_history
 	'7', 'the restored server\'s history holds what it delivered');
 
 $other->stop;
+
+# The same restore into a server whose worker delivers (enabled on): the
+# restored events wait for their webhooks and are delivered.  An event whose
+# webhook really is gone (planted here, as a delete racing an enqueue leaves
+# one) still dies with a log row, once two maintenance passes a minute apart
+# have seen it orphaned with webhooks present.
+my $third = new_node('restored_on', no_extension => 1);
+$rcv->clear_log;
+restore_in_two($third, 'webhooks.enabled = on');
+my $planted = $third->safe_psql('postgres',
+	"INSERT INTO webhooks.deliveries (webhook_id, event_type, body)
+     VALUES (424242, 'EmailOpens', '{}') RETURNING id");
+@got = $rcv->wait_for_requests(7, 30, real('/ok/'));
+%got_ids = map { $_->{headers}{'webhook-id'} => 1 } @got;
+is(scalar(grep { $got_ids{$_} } keys %want), 3, 'enabled on: the restored events are delivered with their webhook-ids');
+is(scalar(grep { $_->{path} =~ m{/ok/sends} } @got), 4, 'enabled on: and the batch\'s four events');
+ok( $third->poll_query_until('postgres',
+		"SELECT state = 'dead' AND last_error = 'webhook no longer exists'
+           FROM webhooks.delivery_history WHERE id = $planted", 't'),
+	'an event whose webhook is gone dies after two passes');
+is( $third->safe_psql('postgres',
+		"SELECT count(*) FROM webhooks.webhook_logs WHERE delivery_id = $planted AND outcome = 'dead'"),
+	'1', 'with a log row');
+is($third->safe_psql('postgres', "SELECT count(*) FROM webhooks.all_deliveries WHERE state = 'dead'"),
+	'1', 'and it alone');
+$third->stop;
 done_testing();
