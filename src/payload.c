@@ -668,7 +668,7 @@ insert_one(int64 webhook_id, const char *event_type, const char *body)
 	rc = SPI_execute_plan(plan_insert_one, args, NULL, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not enqueue a delivery: %s", SPI_result_code_string(rc));
-	wh_wake_worker_at_commit();
+	wh_announce_at_commit();
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 

@@ -87,6 +87,7 @@ static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 /* set when this transaction enqueued something, or stored event batches */
 static bool wake_at_commit = false;
+static bool announce_at_commit = false;
 static bool batches_at_commit = false;
 
 #define WH_MAX_RETRIES 50
@@ -215,6 +216,7 @@ wh_shmem_startup(void)
 		wh_shared->worker_pid = 0;
 		wh_shared->worker_procno = -1;
 		pg_atomic_init_u32(&wh_shared->batches_pending, 1);
+		pg_atomic_init_u32(&wh_shared->wake_wanted, 1);
 	}
 	wh_unrouted_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
@@ -238,11 +240,27 @@ wh_wake_worker_now(void)
 	}
 }
 
-/* Remember to wake the worker when the current transaction commits. */
+/*
+ * Remember to wake the worker when the current transaction commits: for
+ * changes to what it should do (webhooks._wake_worker()).
+ */
 void
 wh_wake_worker_at_commit(void)
 {
 	wake_at_commit = true;
+}
+
+/*
+ * Remember to tell the worker, when the current transaction commits, that
+ * events were queued.  Of the commits between two of its claims only the
+ * first wakes it (wake_wanted, set by the worker before each claim): the
+ * claim it then makes sees them all, and a paused worker (webhooks.enabled
+ * off), which does not claim, is not woken by every commit.
+ */
+void
+wh_announce_at_commit(void)
+{
+	announce_at_commit = true;
 }
 
 /* Tell the worker, at commit, that there are event batches to split. */
@@ -250,7 +268,16 @@ void
 wh_batches_at_commit(void)
 {
 	batches_at_commit = true;
-	wake_at_commit = true;
+	announce_at_commit = true;
+}
+
+/* the commit's wake-up, if the worker wants one */
+static void
+announce_commit(void)
+{
+	if (wh_shared != NULL && pg_atomic_read_u32(&wh_shared->wake_wanted) != 0 &&
+		pg_atomic_exchange_u32(&wh_shared->wake_wanted, 0) != 0)
+		wh_wake_worker_now();
 }
 
 /*
@@ -337,13 +364,15 @@ wh_xact_callback(XactEvent event, void *arg)
 				pg_atomic_write_u32(&wh_shared->batches_pending, 1);
 			if (wake_at_commit)
 				wh_wake_worker_now();
-			wake_at_commit = false;
+			else if (announce_at_commit)
+				announce_commit();
+			wake_at_commit = announce_at_commit = false;
 			batches_at_commit = false;
 			wh_unrouted_xact_end(true);
 			wh_gathered_xact_end();
 			break;
 		case XACT_EVENT_PREPARE:
-			wake_at_commit = false;
+			wake_at_commit = announce_at_commit = false;
 			batches_at_commit = false;
 			/* the backend forgets the transaction now: count it as committed */
 			wh_unrouted_xact_end(true);
@@ -351,7 +380,7 @@ wh_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			wake_at_commit = false;
+			wake_at_commit = announce_at_commit = false;
 			batches_at_commit = false;
 			wh_unrouted_xact_end(false);
 			wh_gathered_xact_end();

@@ -61,11 +61,13 @@ typedef struct WhSharedState
 	pid_t		worker_pid;		/* 0 when no worker runs */
 	int			worker_procno;	/* pgprocno of the worker, -1 if none */
 	pg_atomic_uint32 batches_pending;	/* a commit stored event batches */
+	pg_atomic_uint32 wake_wanted;	/* the worker claims again when woken */
 } WhSharedState;
 
 extern WhSharedState *wh_shared;
 
 extern void wh_wake_worker_at_commit(void);
+extern void wh_announce_at_commit(void);
 extern void wh_batches_at_commit(void);
 extern void wh_wake_worker_now(void);
 

@@ -1911,6 +1911,8 @@ step_claim(void)
 	int			seen;
 
 	wk.announced = wk.refill_due = false;
+	/* a commit after this claim's snapshot wakes us (wh_announce_at_commit) */
+	pg_atomic_exchange_u32(&wh_shared->wake_wanted, 1);
 	seen = claim(room);
 	wk.maybe_work = (seen >= room);	/* else: drained, or every webhook at its share */
 }
