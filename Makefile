@@ -11,6 +11,7 @@ OBJS = \
 	src/unrouted.o \
 	src/validate.o \
 	src/functions.o \
+	src/launcher.o \
 	src/worker.o
 
 EXTENSION = webhooks

@@ -42,7 +42,7 @@ webhooks_check_preloaded(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the webhooks library is not loaded at server start"),
 				 errdetail("The delivery worker and the commit wake-up need the library in shared_preload_libraries."),
-				 errhint("Add 'webhooks' to shared_preload_libraries in postgresql.conf, set webhooks.database_name, and restart the server.")));
+				 errhint("Add 'webhooks' to shared_preload_libraries in postgresql.conf and restart the server.")));
 	PG_RETURN_VOID();
 }
 

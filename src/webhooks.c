@@ -43,6 +43,7 @@
 #include "utils/guc.h"
 
 #include "compat.h"
+#include "launcher.h"
 #include "payload.h"
 #include "unrouted.h"
 #include "webhooks.h"
@@ -55,6 +56,7 @@ void		_PG_init(void);
 
 /* settings */
 char	   *wh_database_name = NULL;
+char	   *wh_databases = NULL;
 bool		wh_enabled = true;
 char	   *wh_ca_file = NULL;
 char	   *wh_dns_overrides = NULL;
@@ -192,12 +194,21 @@ assign_retry_schedule(const char *newval, void *extra)
 	wh_retry_delays_ms = sched->delays_ms;
 }
 
+/* one entry per database the library may serve: as many as there can be workers */
+static Size
+shared_size(void)
+{
+	return MAXALIGN(add_size(offsetof(WhSharedState, databases),
+							 mul_size(sizeof(WhDatabase), max_worker_processes)));
+}
+
 static void
 wh_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(WhSharedState)));
+	RequestAddinShmemSpace(shared_size());
+	RequestNamedLWLockTranche("webhooks", 1);
 	RequestAddinShmemSpace(wh_unrouted_shmem_size());
 }
 
@@ -210,13 +221,23 @@ wh_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	wh_shared = ShmemInitStruct("webhooks", sizeof(WhSharedState), &found);
+	wh_shared = ShmemInitStruct("webhooks", shared_size(), &found);
 	if (!found)
 	{
-		wh_shared->worker_pid = 0;
-		wh_shared->worker_procno = -1;
-		pg_atomic_init_u32(&wh_shared->batches_pending, 1);
-		pg_atomic_init_u32(&wh_shared->wake_wanted, 1);
+		wh_shared->lock = &(GetNamedLWLockTranche("webhooks"))->lock;
+		wh_shared->launcher_pid = 0;
+		wh_shared->launcher_procno = -1;
+		wh_shared->ndatabases = max_worker_processes;
+		for (int i = 0; i < max_worker_processes; i++)
+		{
+			WhDatabase *db = &wh_shared->databases[i];
+
+			memset(db, 0, sizeof(*db));
+			db->dboid = InvalidOid;
+			db->worker_procno = -1;
+			pg_atomic_init_u32(&db->batches_pending, 1);
+			pg_atomic_init_u32(&db->wake_wanted, 1);
+		}
 	}
 	wh_unrouted_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
@@ -229,15 +250,13 @@ wh_shmem_startup(void)
 void
 wh_wake_worker_now(void)
 {
-	int			procno;
+	WhDatabase *db = wh_database_entry(MyDatabaseId);
+	int			procno = db ? db->worker_procno : -1;
 
-	if (wh_shared == NULL)
-		return;
-	procno = wh_shared->worker_procno;
 	if (procno >= 0 && procno < (int) ProcGlobal->allProcCount)
-	{
 		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
-	}
+	else
+		wh_request_worker();
 }
 
 /*
@@ -271,12 +290,16 @@ wh_batches_at_commit(void)
 	announce_at_commit = true;
 }
 
-/* the commit's wake-up, if the worker wants one */
+/* the commit's wake-up, if the worker wants one (or none serves the database) */
 static void
 announce_commit(void)
 {
-	if (wh_shared != NULL && pg_atomic_read_u32(&wh_shared->wake_wanted) != 0 &&
-		pg_atomic_exchange_u32(&wh_shared->wake_wanted, 0) != 0)
+	WhDatabase *db = wh_database_entry(MyDatabaseId);
+
+	if (db == NULL || db->worker_pid == 0)
+		wh_request_worker();
+	else if (pg_atomic_read_u32(&db->wake_wanted) != 0 &&
+			 pg_atomic_exchange_u32(&db->wake_wanted, 0) != 0)
 		wh_wake_worker_now();
 }
 
@@ -322,12 +345,41 @@ wh_ExecutorEnd(QueryDesc *queryDesc)
 		wh_store_gathered(wh_exec_depth);
 }
 
-/* A utility statement ends: COPY FROM and SET CONSTRAINTS fire triggers. */
+/* whether a statement creates, drops or updates extension webhooks */
+static bool
+is_about_webhooks(Node *stmt, NodeTag tag)
+{
+	ListCell   *lc;
+
+	if (nodeTag(stmt) != tag)
+		return false;
+	if (IsA(stmt, CreateExtensionStmt))
+		return strcmp(((CreateExtensionStmt *) stmt)->extname, "webhooks") == 0;
+	if (IsA(stmt, AlterExtensionStmt))
+		return strcmp(((AlterExtensionStmt *) stmt)->extname, "webhooks") == 0;
+	if (!IsA(stmt, DropStmt) || ((DropStmt *) stmt)->removeType != OBJECT_EXTENSION)
+		return false;
+	foreach(lc, ((DropStmt *) stmt)->objects)
+		if (strcmp(strVal(lfirst(lc)), "webhooks") == 0)
+			return true;
+	return false;
+}
+
+/*
+ * A utility statement ends: COPY FROM and SET CONSTRAINTS fire triggers.
+ * Database commands that need no other sessions hold the database from
+ * the launcher while they run (launcher.c); CREATE DATABASE has the new
+ * database looked at, CREATE EXTENSION webhooks starts the worker, and
+ * DROP or ALTER EXTENSION wakes it at commit.
+ */
 static void
 wh_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 				  ProcessUtilityContext context, ParamListInfo params,
 				  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
+	Node	   *stmt = pstmt->utilityStmt;
+
+	wh_hold_databases(stmt);
 	wh_exec_depth++;
 	PG_TRY();
 	{
@@ -343,6 +395,12 @@ wh_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 		wh_exec_depth--;
 	}
 	PG_END_TRY();
+	if (IsA(stmt, CreatedbStmt))
+		wh_database_created(((CreatedbStmt *) stmt)->dbname);
+	else if (is_about_webhooks(stmt, T_CreateExtensionStmt))
+		wh_start_worker_for_session();
+	else if (is_about_webhooks(stmt, T_DropStmt) || is_about_webhooks(stmt, T_AlterExtensionStmt))
+		wh_wake_worker_at_commit();
 	/* COMMIT, ROLLBACK (TO), RELEASE: the transaction callbacks decide */
 	if (wh_have_gathered() && !IsA(pstmt->utilityStmt, TransactionStmt))
 		wh_store_gathered(wh_exec_depth);
@@ -360,8 +418,8 @@ wh_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (batches_at_commit && wh_shared != NULL)
-				pg_atomic_write_u32(&wh_shared->batches_pending, 1);
+			if (batches_at_commit && wh_database_entry(MyDatabaseId) != NULL)
+				pg_atomic_write_u32(&wh_database_entry(MyDatabaseId)->batches_pending, 1);
 			if (wake_at_commit)
 				wh_wake_worker_now();
 			else if (announce_at_commit)
@@ -370,6 +428,7 @@ wh_xact_callback(XactEvent event, void *arg)
 			batches_at_commit = false;
 			wh_unrouted_xact_end(true);
 			wh_gathered_xact_end();
+			wh_databases_xact_end(true);
 			break;
 		case XACT_EVENT_PREPARE:
 			wake_at_commit = announce_at_commit = false;
@@ -377,6 +436,7 @@ wh_xact_callback(XactEvent event, void *arg)
 			/* the backend forgets the transaction now: count it as committed */
 			wh_unrouted_xact_end(true);
 			wh_gathered_xact_end();
+			wh_databases_xact_end(false);
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -384,6 +444,7 @@ wh_xact_callback(XactEvent event, void *arg)
 			batches_at_commit = false;
 			wh_unrouted_xact_end(false);
 			wh_gathered_xact_end();
+			wh_databases_xact_end(false);
 			break;
 		default:
 			break;
@@ -418,14 +479,24 @@ define_settings(void)
 	 * it is FATAL); without preload CREATE EXTENSION reports the problem.
 	 */
 	if (process_shared_preload_libraries_in_progress)
-		DefineCustomStringVariable("webhooks.database_name",
-								   "Database the delivery worker serves.",
-								   NULL,
-								   &wh_database_name,
-								   "postgres",
+	{
+		DefineCustomStringVariable("webhooks.databases",
+								   "Databases where delivery workers may run (comma-separated names).",
+								   "Empty: every database that has the extension.",
+								   &wh_databases,
+								   "",
 								   PGC_POSTMASTER,
 								   0,
 								   NULL, NULL, NULL);
+		DefineCustomStringVariable("webhooks.database_name",
+								   "Deprecated: read as webhooks.databases when that is empty.",
+								   NULL,
+								   &wh_database_name,
+								   "",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
+	}
 
 	DefineCustomBoolVariable("webhooks.enabled",
 							 "Whether the worker delivers webhooks.",
@@ -601,7 +672,7 @@ _PG_init(void)
 	prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = wh_ProcessUtility;
 
-	wh_register_worker();
+	wh_register_launcher();
 }
 
 /*

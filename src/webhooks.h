@@ -22,7 +22,9 @@
 #ifndef WEBHOOKS_H
 #define WEBHOOKS_H
 
+#include "datatype/timestamp.h"
 #include "port/atomics.h"
+#include "storage/lwlock.h"
 
 /* the extension version (schema) this library is written for */
 #define WEBHOOKS_VERSION "1.3"
@@ -30,6 +32,7 @@
 
 /* ---- settings ---- */
 extern char *wh_database_name;
+extern char *wh_databases;
 extern bool wh_enabled;
 extern char *wh_ca_file;
 extern char *wh_dns_overrides;
@@ -56,12 +59,29 @@ extern bool wh_loaded_at_preload;
 extern char *wh_next_setting_item(char **rest);
 
 /* ---- shared memory and wake-up ---- */
-typedef struct WhSharedState
+
+/* a database the library knows of (launcher.c) */
+typedef struct WhDatabase
 {
+	Oid			dboid;			/* InvalidOid: a free entry */
+	bool		wanted;			/* a worker should serve it */
+	bool		excluded;		/* not in webhooks.databases, or not servable */
+	int			held;			/* commands that need it without sessions */
+	TimestampTz start_after;	/* the launcher starts no worker before */
+	TimestampTz starting_until; /* a worker was registered, not yet running */
 	pid_t		worker_pid;		/* 0 when no worker runs */
 	int			worker_procno;	/* pgprocno of the worker, -1 if none */
 	pg_atomic_uint32 batches_pending;	/* a commit stored event batches */
 	pg_atomic_uint32 wake_wanted;	/* the worker claims again when woken */
+} WhDatabase;
+
+typedef struct WhSharedState
+{
+	LWLock	   *lock;			/* taking and changing entries */
+	pid_t		launcher_pid;	/* 0 when the launcher does not run */
+	int			launcher_procno;
+	int			ndatabases;		/* max_worker_processes */
+	WhDatabase	databases[FLEXIBLE_ARRAY_MEMBER];
 } WhSharedState;
 
 extern WhSharedState *wh_shared;

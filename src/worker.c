@@ -98,6 +98,7 @@
 #include "utils/typcache.h"
 #include "catalog/namespace.h"
 #include "access/htup_details.h"
+#include "commands/dbcommands.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
@@ -106,6 +107,7 @@
 
 #include "compat.h"
 #include "http.h"
+#include "launcher.h"
 #include "payload.h"
 #include "validate.h"
 #include "webhooks.h"
@@ -117,6 +119,8 @@
 #define FLUSH_DELAY_MS 2
 #define MAINTENANCE_INTERVAL_MS (60 * 1000)
 #define IDLE_CHECK_MS (5 * 1000)
+/* a worker that finds no extension waits this long for CREATE EXTENSION's commit */
+#define EXTENSION_WAIT_MS (10 * 1000)
 #define ERROR_PAUSE_MS 1000
 /* due work that no wake-up announced (hand-written rows, COMMIT PREPARED) */
 #define POLL_INTERVAL_MS 1000
@@ -186,7 +190,10 @@ typedef struct WorkerState
 	int64	   *to_release_tokens;
 	int			nto_release;
 
-	/* the install served */
+	/* the database served, and its install */
+	WhDatabase *db;				/* its entry in shared memory (launcher.c) */
+	char		dbname[NAMEDATALEN];
+	TimestampTz leave_at;		/* no extension: leave then (0: stay) */
 	bool		extension_present;
 	Oid			extension_oid;
 	char		installed_version[NAMEDATALEN + 64];	/* when not the library's */
@@ -235,33 +242,78 @@ typedef struct WorkerPlans
 
 static WorkerPlans plans;
 
-/* the worker, registered by _PG_init when the library is preloaded */
-void
-wh_register_worker(void)
-{
-	BackgroundWorker worker;
+static void begin_xact(const char *activity);
+static void commit_xact(void);
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "webhooks");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "webhooks_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "webhooks worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "webhooks worker");
-	worker.bgw_notify_pid = 0;
-	RegisterBackgroundWorker(&worker);
-}
-
-/* on exit: commits stop waking this process (webhooks.c reads worker_pid) */
+/*
+ * On exit: commits stop waking this process (webhooks.c reads worker_pid);
+ * the launcher starts another while the database wants one.
+ */
 static void
 worker_shmem_exit(int code, Datum arg)
 {
-	if (wh_shared && wh_shared->worker_pid == MyProcPid)
+	if (wk.db != NULL && wk.db->worker_pid == MyProcPid)
 	{
-		wh_shared->worker_procno = -1;
-		wh_shared->worker_pid = 0;
+		LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
+		wk.db->worker_procno = -1;
+		wk.db->worker_pid = 0;
+		LWLockRelease(wh_shared->lock);
+		if (wh_shared->launcher_procno >= 0)
+			SetLatch(&ProcGlobal->allProcs[wh_shared->launcher_procno].procLatch);
 	}
+}
+
+/*
+ * Serve the database's entry (launcher.c), unless another worker does or
+ * a command holds the database (DROP DATABASE, say): then leave quietly.
+ */
+static void
+take_database_entry(void)
+{
+	WhDatabase *db;
+	bool		ok;
+
+	LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
+	db = wh_database_entry(MyDatabaseId);
+	ok = db != NULL && db->worker_pid == 0 && db->held == 0 && db->wanted;
+	if (ok)
+	{
+		db->worker_pid = MyProcPid;
+		db->worker_procno = wh_my_procno();
+		db->start_after = db->starting_until = 0;
+	}
+	LWLockRelease(wh_shared->lock);
+	if (!ok)
+		proc_exit(0);
+	wk.db = db;
+	before_shmem_exit(worker_shmem_exit, (Datum) 0);
+}
+
+/*
+ * The extension is not (or no longer) in the database: leave, and stop
+ * wanting a worker.  A CREATE EXTENSION that commits after the entry
+ * stops naming this process asks the launcher for a worker (webhooks.c);
+ * one that committed before is seen by the last look here.
+ */
+static void
+leave_database(void)
+{
+	bool		back;
+
+	LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
+	wk.db->worker_procno = -1;
+	wk.db->worker_pid = 0;
+	wk.db->wanted = false;
+	LWLockRelease(wh_shared->lock);
+
+	begin_xact("looking for the extension a last time");
+	back = OidIsValid(get_extension_oid("webhooks", true));
+	commit_xact();
+	if (back)
+		wh_request_worker();
+	ereport(LOG,
+			(errmsg("webhooks worker: extension webhooks is not in database \"%s\"; stopping", wk.dbname)));
+	proc_exit(0);
 }
 
 /* ---------------------------------------------------------------------
@@ -583,13 +635,14 @@ check_extension(void)
 		ereport(LOG,
 				(errmsg("webhooks worker: extension webhooks is at version %s, this library needs %s",
 						problem, WEBHOOKS_VERSION),
-				 errhint("Run ALTER EXTENSION webhooks UPDATE in database \"%s\".", wh_database_name)));
+				 errhint("Run ALTER EXTENSION webhooks UPDATE in database \"%s\".", wk.dbname)));
 	strlcpy(wk.installed_version, problem, sizeof(wk.installed_version));
 
 	if (!present && wk.extension_present)
 	{
 		ereport(LOG,
-				(errmsg("webhooks worker: extension dropped; waiting for CREATE EXTENSION webhooks")));
+				(errmsg("webhooks worker: extension dropped")));
+		wk.leave_at = GetCurrentTimestamp();
 		forget_plans();
 		wk.leases_released = false;
 		wk.orphans_seen = false;
@@ -597,9 +650,12 @@ check_extension(void)
 	}
 	else if (present && !wk.extension_present)
 		ereport(LOG,
-				(errmsg("webhooks worker: serving database \"%s\"", wh_database_name)));
+				(errmsg("webhooks worker: serving database \"%s\"", wk.dbname)));
 	wk.extension_present = present;
 	wk.extension_oid = present ? oid : InvalidOid;
+	/* an install at another version keeps its worker (waiting for UPDATE) */
+	if (present || problem[0] != '\0')
+		wk.leave_at = 0;
 	return present;
 }
 
@@ -1912,7 +1968,7 @@ step_claim(void)
 
 	wk.announced = wk.refill_due = false;
 	/* a commit after this claim's snapshot wakes us (wh_announce_at_commit) */
-	pg_atomic_exchange_u32(&wh_shared->wake_wanted, 1);
+	pg_atomic_exchange_u32(&wk.db->wake_wanted, 1);
 	seen = claim(room);
 	wk.maybe_work = (seen >= room);	/* else: drained, or every webhook at its share */
 }
@@ -2043,6 +2099,8 @@ loop_once(void)
 
 	collect_finished();
 	now = GetCurrentTimestamp();
+	if (wk.leave_at != 0 && now >= wk.leave_at && !wk.extension_present)
+		leave_database();
 	sql_ok = now >= wk.db_backoff_until;
 	if (sql_ok && now >= wk.next_poll)
 	{
@@ -2051,7 +2109,7 @@ loop_once(void)
 		wk.batches_pending = true;
 		wk.next_poll = TimestampTzPlusMilliseconds(now, POLL_INTERVAL_MS);
 	}
-	if (pg_atomic_exchange_u32(&wh_shared->batches_pending, 0) != 0)
+	if (pg_atomic_exchange_u32(&wk.db->batches_pending, 0) != 0)
 		wk.batches_pending = true;
 
 	if (sql_ok && wk.nto_release > 0)
@@ -2096,12 +2154,9 @@ webhooks_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(wh_database_name, NULL, 0);
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), InvalidOid, 0);
 	pin_session();
-
-	wh_shared->worker_pid = MyProcPid;
-	wh_shared->worker_procno = wh_my_procno();
-	before_shmem_exit(worker_shmem_exit, (Datum) 0);
+	take_database_entry();
 
 	wk.worker_cxt = AllocSetContextCreate(TopMemoryContext, "webhooks worker", ALLOCSET_DEFAULT_SIZES);
 	wk.loop_cxt = AllocSetContextCreate(wk.worker_cxt, "webhooks loop", ALLOCSET_DEFAULT_SIZES);
@@ -2120,9 +2175,16 @@ webhooks_worker_main(Datum main_arg)
 	if (!pg_strong_random(&wk.lease_token_base, sizeof(wk.lease_token_base)))
 		elog(ERROR, "could not generate random bytes");
 
+	begin_xact("reading the database's name");
+	strlcpy(wk.dbname, get_database_name(MyDatabaseId), sizeof(wk.dbname));
+	commit_xact();
 	ereport(LOG,
-				(errmsg("webhooks worker started for database \"%s\"", wh_database_name)));
+			(errmsg("webhooks worker started for database \"%s\"", wk.dbname)));
 	run_step(step_check_extension);
+	/* no extension: leave, or wait a little for CREATE EXTENSION's commit */
+	if (!wk.extension_present && wk.installed_version[0] == '\0')
+		wk.leave_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												  MyBgworkerEntry->bgw_extra[0] ? EXTENSION_WAIT_MS : 0);
 
 	/*
 	 * An error outside a step (a cancel request arriving between steps)

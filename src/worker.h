@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * worker.h
- *	  The background worker that delivers the queue (worker.c).
+ *	  The background worker that delivers a database's queue (worker.c),
+ *	  started by the launcher (launcher.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -10,7 +11,6 @@
 
 #include "fmgr.h"
 
-extern void wh_register_worker(void);
 PGDLLEXPORT void webhooks_worker_main(Datum main_arg);
 
 #endif							/* WEBHOOKS_WORKER_H */

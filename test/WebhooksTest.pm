@@ -156,9 +156,9 @@ C<PostgreSQL::Test::Cluster-E<gt>new($name)>, C<init>, then appends to
 postgresql.conf:
 
   shared_preload_libraries = 'webhooks'
-  webhooks.database_name = 'postgres'
   webhooks.ca_file = '<certs_dir>/ca.crt'
   webhooks.allow_private_targets = on
+  webhooks.databases = 'postgres'
 
 followed by C<$opt{conf}> (a string of lines, or an array ref of lines), starts
 the node and runs C<CREATE EXTENSION webhooks> in database postgres.  The
@@ -168,6 +168,7 @@ C<poll>, ...) work.  Other options:
   init         => { ... }   passed to $node->init (e.g. allows_streaming => 1)
   no_extension => 1         do not CREATE EXTENSION
   no_start     => 1         do not start the node (implies no_extension)
+  all_databases => 1        no webhooks.databases: workers in every database
 
 When run by hand outside C<make installcheck>, puts C<pg_config --bindir> on
 PATH and sets PG_REGRESS if they are missing (pg_config from $PG_CONFIG or
@@ -193,9 +194,10 @@ sub new_node
 
 	my @conf = (
 		"shared_preload_libraries = 'webhooks'",
-		"webhooks.database_name = 'postgres'",
 		"webhooks.ca_file = '$ca_quoted'",
 		"webhooks.allow_private_targets = on");
+	# workers in database postgres only, unless the test asks for every database
+	push @conf, "webhooks.databases = 'postgres'" unless $opt{all_databases};
 	if (defined $opt{conf})
 	{
 		push @conf, ref $opt{conf} eq 'ARRAY' ? @{ $opt{conf} } : $opt{conf};

@@ -76,8 +76,7 @@ say "receiver: $base  (/ok answers 200, /status/503 answers 503)"
 # ---------------------------------------------------------------------------
 section "Throwaway PostgreSQL $("$PGBIN/pg_config" --version | sed 's/^PostgreSQL //') cluster"
 # ---------------------------------------------------------------------------
-start_cluster "webhooks demo" "webhooks.database_name = 'app'
-webhooks.ca_file = '$tmp/certs/ca.crt'
+start_cluster "webhooks demo" "webhooks.ca_file = '$tmp/certs/ca.crt'
 webhooks.allow_private_targets = on     # the receiver is on 127.0.0.1
 webhooks.retry_schedule = '2s, 5s'      # three attempts in all, to see a dead delivery quickly"
 sed -n '/--- webhooks demo ---/,$p' "$tmp/data/postgresql.conf"
