@@ -44,6 +44,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "funcapi.h"
 #include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
@@ -80,8 +81,9 @@ static Oid	held_databases[8];
 static int	nheld = 0;
 static Oid	created_database = InvalidOid;
 
-/* the launcher's handles of the workers it started, by entry */
+/* the launcher's handles of the workers it started, by entry and worker */
 static BackgroundWorkerHandle **handles = NULL;
+#define HANDLE(i, k) handles[(i) * WH_MAX_WORKERS_PER_DATABASE + (k)]
 /* the launcher logged that this entry's database got no worker slot */
 static bool *no_slot_logged = NULL;
 
@@ -122,15 +124,40 @@ entry_for(Oid dboid)
 		free_entry->wanted = false;
 		free_entry->excluded = false;
 		free_entry->held = 0;
-		free_entry->worker_pid = 0;
-		free_entry->worker_procno = -1;
 		free_entry->start_after = 0;
-		free_entry->starting_until = 0;
+		free_entry->serving = false;
 		pg_atomic_write_u32(&free_entry->batches_pending, 1);
-		pg_atomic_write_u32(&free_entry->wake_wanted, 1);
+		for (int k = 0; k < WH_MAX_WORKERS_PER_DATABASE; k++)
+		{
+			WhWorkerSlot *w = &free_entry->workers[k];
+
+			w->pid = 0;
+			w->procno = -1;
+			w->starting_until = 0;
+			w->in_flight = 0;
+			w->last_claim_at = 0;
+			pg_atomic_write_u32(&w->wake_wanted, 1);
+		}
+		for (int k = 0; k < WH_WEBHOOKS_PER_DATABASE; k++)
+		{
+			pg_atomic_write_u64(&free_entry->webhooks[k].webhook_id, 0);
+			pg_atomic_write_u32(&free_entry->webhooks[k].in_flight, 0);
+		}
 		free_entry->dboid = dboid;
 	}
 	return free_entry;
+}
+
+/* how many workers serve the database (its entry may be read without the lock) */
+int
+wh_running_workers(WhDatabase *db)
+{
+	int			n = 0;
+
+	for (int k = 0; k < WH_MAX_WORKERS_PER_DATABASE; k++)
+		if (db->workers[k].pid != 0)
+			n++;
+	return n;
 }
 
 static void
@@ -200,7 +227,8 @@ wh_database_allowed(const char *name)
  * launcher starts leaves at once when the database has none.
  */
 static bool
-register_worker(Oid dboid, pid_t notify_pid, BackgroundWorkerHandle **handle, bool wait_for_extension)
+register_worker(Oid dboid, int index, pid_t notify_pid, BackgroundWorkerHandle **handle,
+				bool wait_for_extension)
 {
 	BackgroundWorker worker;
 
@@ -215,6 +243,7 @@ register_worker(Oid dboid, pid_t notify_pid, BackgroundWorkerHandle **handle, bo
 	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
 	worker.bgw_notify_pid = notify_pid;
 	worker.bgw_extra[0] = wait_for_extension ? 1 : 0;
+	worker.bgw_extra[1] = (char) index;
 	return RegisterDynamicBackgroundWorker(&worker, handle);
 }
 
@@ -272,17 +301,17 @@ wh_start_worker_for_session(void)
 	}
 	excluded = db->excluded = !allowed;
 	db->wanted = allowed;
-	running = db->worker_pid != 0 || db->starting_until > GetCurrentTimestamp();
-	/* the launcher leaves this start to us for a while */
+	running = db->workers[0].pid != 0 || db->workers[0].starting_until > GetCurrentTimestamp();
+	/* the launcher leaves this start to us for a while, and starts the others */
 	if (allowed && !running)
-		db->start_after = db->starting_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), START_WAIT_MS);
+		db->workers[0].starting_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), START_WAIT_MS);
 	LWLockRelease(wh_shared->lock);
 
 	if (excluded)
 		ereport(NOTICE,
 				(errmsg("no delivery worker serves database \"%s\": it is not in webhooks.databases", name),
 				 errhint("Add it to webhooks.databases and restart the server for its events to be delivered.")));
-	else if (!running && !register_worker(MyDatabaseId, 0, NULL, true))
+	else if (!running && !register_worker(MyDatabaseId, 0, 0, NULL, true))
 		ereport(WARNING,
 				(errmsg("no delivery worker could be started for database \"%s\"", name),
 				 errdetail("All max_worker_processes (%d) background worker slots are in use.",
@@ -343,7 +372,7 @@ wh_hold_databases(Node *stmt)
 {
 	Oid			oids[2];
 	WhDatabase *db;
-	pid_t		pid = 0;
+	pid_t		pids[WH_MAX_WORKERS_PER_DATABASE] = {0};
 	TimestampTz deadline;
 
 	if (wh_shared == NULL || databases_to_hold(stmt, oids) == 0 || nheld >= lengthof(held_databases))
@@ -354,16 +383,18 @@ wh_hold_databases(Node *stmt)
 	{
 		db->held++;
 		held_databases[nheld++] = oids[0];
-		pid = db->worker_pid;
+		for (int k = 0; k < WH_MAX_WORKERS_PER_DATABASE; k++)
+			pids[k] = db->workers[k].pid;
 	}
 	LWLockRelease(wh_shared->lock);
 	if (db == NULL)
 		return;
-	if (pid != 0)
-		kill(pid, SIGTERM);
-	/* the worker's exit clears worker_pid; the command then finds no session of ours */
+	for (int k = 0; k < WH_MAX_WORKERS_PER_DATABASE; k++)
+		if (pids[k] != 0)
+			kill(pids[k], SIGTERM);
+	/* each worker's exit clears its pid; the command then finds no session of ours */
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HOLD_WAIT_MS);
-	while (db->worker_pid != 0 && GetCurrentTimestamp() < deadline)
+	while (wh_running_workers(db) > 0 && GetCurrentTimestamp() < deadline)
 	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -448,12 +479,12 @@ scan_databases(void)
 }
 
 /*
- * Look at an entry that wants a worker and has none: a database gone is
- * forgotten, one that may not be served is ruled out, else a worker is
- * started (or, with no slot free, logged once and tried again later).
+ * Start worker k of entry i: a database gone is forgotten, one that may not
+ * be served is ruled out, else the worker is registered (or, with no slot
+ * free, the database is logged once and tried again a second later).
  */
 static void
-start_worker(int i)
+start_worker(int i, int k)
 {
 	WhDatabase *db = &wh_shared->databases[i];
 	Oid			dboid = db->dboid;
@@ -468,7 +499,7 @@ start_worker(int i)
 	CommitTransactionCommand();
 
 	LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
-	if (db->dboid != dboid || db->worker_pid != 0 || db->held > 0)
+	if (db->dboid != dboid || db->workers[k].pid != 0 || db->held > 0)
 		ok = false;
 	else if (!exists)
 		db->dboid = InvalidOid;
@@ -481,17 +512,17 @@ start_worker(int i)
 
 	if (ok)
 	{
-		if (register_worker(dboid, MyProcPid, &handles[i], false))
+		if (register_worker(dboid, k, MyProcPid, &HANDLE(i, k), false))
 		{
 			no_slot_logged[i] = false;
 			LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
-			if (db->dboid == dboid && db->worker_pid == 0)
-				db->starting_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), START_WAIT_MS);
+			if (db->dboid == dboid && db->workers[k].pid == 0)
+				db->workers[k].starting_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), START_WAIT_MS);
 			LWLockRelease(wh_shared->lock);
 		}
 		else
 		{
-			handles[i] = NULL;
+			HANDLE(i, k) = NULL;
 			if (!no_slot_logged[i])
 				ereport(LOG,
 						(errmsg("webhooks launcher: no delivery worker for database \"%s\": "
@@ -506,7 +537,11 @@ start_worker(int i)
 		pfree(name);
 }
 
-/* one pass over the entries: start what is missing; the time of the next pass */
+/*
+ * One pass over the entries: start the workers missing (the first of a
+ * database that wants them; the others, up to webhooks.workers_per_database,
+ * once the first serves the extension); the time of the next pass.
+ */
 static long
 launch_pass(void)
 {
@@ -516,29 +551,37 @@ launch_pass(void)
 	for (int i = 0; i < wh_shared->ndatabases; i++)
 	{
 		WhDatabase *db = &wh_shared->databases[i];
-		pid_t		pid;
 
-		if (handles[i] != NULL)
+		for (int k = 0; k < WH_MAX_WORKERS_PER_DATABASE; k++)
 		{
-			BgwHandleStatus st = GetBackgroundWorkerPid(handles[i], &pid);
+			WhWorkerSlot *w = &db->workers[k];
+			pid_t		pid;
 
-			if (st == BGWH_STARTED || st == BGWH_NOT_YET_STARTED)
+			if (HANDLE(i, k) != NULL)
+			{
+				BgwHandleStatus st = GetBackgroundWorkerPid(HANDLE(i, k), &pid);
+
+				if (st == BGWH_STARTED || st == BGWH_NOT_YET_STARTED)
+					continue;
+				pfree(HANDLE(i, k));
+				HANDLE(i, k) = NULL;
+				/* stopped: not again at once */
+				db->start_after = TimestampTzPlusMilliseconds(now, RESTART_DELAY_MS);
+			}
+			if (k >= wh_workers_per_database || (k > 0 && !db->serving))
 				continue;
-			pfree(handles[i]);
-			handles[i] = NULL;
-			/* stopped: not again at once */
-			db->start_after = TimestampTzPlusMilliseconds(now, RESTART_DELAY_MS);
+			if (!OidIsValid(db->dboid) || !db->wanted || db->excluded || db->held > 0 || w->pid != 0)
+				continue;
+			/* a start under way (or just failed): look again when it is due */
+			if (now < Max(db->start_after, w->starting_until))
+			{
+				timeout = Min(timeout, (long) ((Max(db->start_after, w->starting_until) - now) / 1000) + 1);
+				continue;
+			}
+			start_worker(i, k);
+			if (HANDLE(i, k) == NULL && db->wanted && !db->excluded)
+				timeout = Min(timeout, RESTART_DELAY_MS);
 		}
-		if (!OidIsValid(db->dboid) || !db->wanted || db->excluded || db->held > 0 || db->worker_pid != 0)
-			continue;
-		if (now < db->start_after)
-		{
-			timeout = Min(timeout, (long) ((db->start_after - now) / 1000) + 1);
-			continue;
-		}
-		start_worker(i);
-		if (handles[i] == NULL && db->wanted && !db->excluded)
-			timeout = Min(timeout, RESTART_DELAY_MS);
 	}
 	return timeout;
 }
@@ -579,7 +622,8 @@ webhooks_launcher_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
-	handles = MemoryContextAllocZero(TopMemoryContext, sizeof(*handles) * wh_shared->ndatabases);
+	handles = MemoryContextAllocZero(TopMemoryContext,
+									 sizeof(*handles) * wh_shared->ndatabases * WH_MAX_WORKERS_PER_DATABASE);
 	no_slot_logged = MemoryContextAllocZero(TopMemoryContext, sizeof(bool) * wh_shared->ndatabases);
 	wh_shared->launcher_pid = MyProcPid;
 	wh_shared->launcher_procno = wh_my_procno();
@@ -602,4 +646,74 @@ webhooks_launcher_main(Datum main_arg)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
+}
+
+/* ---------------------------------------------------------------------
+ * webhooks.workers()
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * The delivery workers of every database, from shared memory: database,
+ * the worker's number in it, pid, requests in flight, last claim.
+ */
+PG_FUNCTION_INFO_V1(webhooks_workers);
+Datum
+webhooks_workers(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	typedef struct
+	{
+		Oid			dboid;
+		int			worker;
+		pid_t		pid;
+		int			in_flight;
+		TimestampTz last_claim_at;
+	} Row;
+	Row		   *rows;
+	int			n = 0;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (wh_shared == NULL)
+		PG_RETURN_VOID();
+	rows = palloc(sizeof(Row) * wh_shared->ndatabases * WH_MAX_WORKERS_PER_DATABASE);
+	LWLockAcquire(wh_shared->lock, LW_SHARED);
+	for (int i = 0; i < wh_shared->ndatabases; i++)
+	{
+		WhDatabase *db = &wh_shared->databases[i];
+
+		if (!OidIsValid(db->dboid))
+			continue;
+		for (int k = 0; k < WH_MAX_WORKERS_PER_DATABASE; k++)
+			if (db->workers[k].pid != 0)
+			{
+				rows[n].dboid = db->dboid;
+				rows[n].worker = k;
+				rows[n].pid = db->workers[k].pid;
+				rows[n].in_flight = db->workers[k].in_flight;
+				rows[n].last_claim_at = db->workers[k].last_claim_at;
+				n++;
+			}
+	}
+	LWLockRelease(wh_shared->lock);
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[5];
+		bool		nulls[5] = {false};
+		char	   *name = get_database_name(rows[i].dboid);
+		NameData	dbname;
+
+		if (name == NULL)
+			continue;			/* dropped meanwhile */
+		namestrcpy(&dbname, name);
+		values[0] = NameGetDatum(&dbname);
+		values[1] = Int32GetDatum(rows[i].worker);
+		values[2] = Int32GetDatum((int32) rows[i].pid);
+		values[3] = Int32GetDatum(rows[i].in_flight);
+		values[4] = TimestampTzGetDatum(rows[i].last_claim_at);
+		nulls[4] = rows[i].last_claim_at == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
 }

@@ -18,6 +18,7 @@ extern void wh_register_launcher(void);
 PGDLLEXPORT void webhooks_launcher_main(Datum main_arg);
 
 extern WhDatabase *wh_database_entry(Oid dboid);
+extern int	wh_running_workers(WhDatabase *db);
 extern bool wh_database_allowed(const char *name);
 extern void wh_request_worker(void);
 extern void wh_start_worker_for_session(void);

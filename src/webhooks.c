@@ -57,6 +57,7 @@ void		_PG_init(void);
 /* settings */
 char	   *wh_database_name = NULL;
 char	   *wh_databases = NULL;
+int			wh_workers_per_database = 1;
 bool		wh_enabled = true;
 char	   *wh_ca_file = NULL;
 char	   *wh_dns_overrides = NULL;
@@ -234,27 +235,63 @@ wh_shmem_startup(void)
 
 			memset(db, 0, sizeof(*db));
 			db->dboid = InvalidOid;
-			db->worker_procno = -1;
 			pg_atomic_init_u32(&db->batches_pending, 1);
-			pg_atomic_init_u32(&db->wake_wanted, 1);
+			for (int k = 0; k < WH_MAX_WORKERS_PER_DATABASE; k++)
+			{
+				db->workers[k].procno = -1;
+				pg_atomic_init_u32(&db->workers[k].wake_wanted, 1);
+			}
+			for (int k = 0; k < WH_WEBHOOKS_PER_DATABASE; k++)
+			{
+				pg_atomic_init_u64(&db->webhooks[k].webhook_id, 0);
+				pg_atomic_init_u32(&db->webhooks[k].in_flight, 0);
+			}
 		}
 	}
 	wh_unrouted_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
+static void
+wake_procno(int procno)
+{
+	if (procno >= 0 && procno < (int) ProcGlobal->allProcCount)
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
 /*
- * Set the worker's latch now.  Used at commit, and by functions that change
- * what the worker should do (redelivery, activation).
+ * Wake one of this database's workers now (one that waits for work if
+ * any), or ask the launcher for one when none runs.  Used at commit, and by
+ * functions that change what the workers should do (redelivery,
+ * activation).
  */
 void
 wh_wake_worker_now(void)
 {
 	WhDatabase *db = wh_database_entry(MyDatabaseId);
-	int			procno = db ? db->worker_procno : -1;
+	int			any = -1;
 
-	if (procno >= 0 && procno < (int) ProcGlobal->allProcCount)
-		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+	if (db == NULL)
+	{
+		wh_request_worker();
+		return;
+	}
+	for (int k = 0; k < WH_MAX_WORKERS_PER_DATABASE; k++)
+	{
+		WhWorkerSlot *w = &db->workers[k];
+
+		if (w->pid == 0)
+			continue;
+		if (pg_atomic_read_u32(&w->wake_wanted) != 0)
+		{
+			wake_procno(w->procno);
+			return;
+		}
+		if (any < 0)
+			any = w->procno;
+	}
+	if (any >= 0)
+		wake_procno(any);
 	else
 		wh_request_worker();
 }
@@ -290,17 +327,34 @@ wh_batches_at_commit(void)
 	announce_at_commit = true;
 }
 
-/* the commit's wake-up, if the worker wants one (or none serves the database) */
+/*
+ * The commit's wake-up: of the workers waiting for work (wake_wanted), the
+ * first one; none when all are busy (their next claims see the commit).
+ * With no worker at all, the launcher is asked for one.
+ */
 static void
 announce_commit(void)
 {
 	WhDatabase *db = wh_database_entry(MyDatabaseId);
+	bool		running = false;
 
-	if (db == NULL || db->worker_pid == 0)
+	if (db != NULL)
+		for (int k = 0; k < WH_MAX_WORKERS_PER_DATABASE; k++)
+		{
+			WhWorkerSlot *w = &db->workers[k];
+
+			if (w->pid == 0)
+				continue;
+			running = true;
+			if (pg_atomic_read_u32(&w->wake_wanted) != 0 &&
+				pg_atomic_exchange_u32(&w->wake_wanted, 0) != 0)
+			{
+				wake_procno(w->procno);
+				return;
+			}
+		}
+	if (!running)
 		wh_request_worker();
-	else if (pg_atomic_read_u32(&db->wake_wanted) != 0 &&
-			 pg_atomic_exchange_u32(&db->wake_wanted, 0) != 0)
-		wh_wake_worker_now();
 }
 
 /*
@@ -497,6 +551,16 @@ define_settings(void)
 								   0,
 								   NULL, NULL, NULL);
 	}
+
+	DefineCustomIntVariable("webhooks.workers_per_database",
+							"Delivery workers in each database with the extension.",
+							"They share the queue; webhooks.max_concurrency is per worker, "
+							"webhooks.max_concurrency_per_webhook holds across them.",
+							&wh_workers_per_database,
+							1, 1, WH_MAX_WORKERS_PER_DATABASE,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("webhooks.enabled",
 							 "Whether the worker delivers webhooks.",

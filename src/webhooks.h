@@ -27,12 +27,13 @@
 #include "storage/lwlock.h"
 
 /* the extension version (schema) this library is written for */
-#define WEBHOOKS_VERSION "1.3"
+#define WEBHOOKS_VERSION "1.4"
 #define WEBHOOKS_USER_AGENT "webhooks/" WEBHOOKS_VERSION " (PostgreSQL extension)"
 
 /* ---- settings ---- */
 extern char *wh_database_name;
 extern char *wh_databases;
+extern int	wh_workers_per_database;
 extern bool wh_enabled;
 extern char *wh_ca_file;
 extern char *wh_dns_overrides;
@@ -60,19 +61,43 @@ extern char *wh_next_setting_item(char **rest);
 
 /* ---- shared memory and wake-up ---- */
 
+/* most delivery workers in one database (webhooks.workers_per_database) */
+#define WH_MAX_WORKERS_PER_DATABASE 16
+
+/* one delivery worker of a database */
+typedef struct WhWorkerSlot
+{
+	pid_t		pid;			/* 0 when no worker runs */
+	int			procno;			/* its pgprocno, -1 if none */
+	TimestampTz starting_until; /* registered, not yet running */
+	pg_atomic_uint32 wake_wanted;	/* it claims again when woken */
+	/* what webhooks.workers() shows, written by the worker alone */
+	int			in_flight;
+	TimestampTz last_claim_at;
+} WhWorkerSlot;
+
+/* webhooks whose requests in flight a database's workers count together */
+#define WH_WEBHOOKS_PER_DATABASE 64
+
+/* requests in flight to one webhook, over all the workers of its database */
+typedef struct WhWebhookCount
+{
+	pg_atomic_uint64 webhook_id;	/* 0: free */
+	pg_atomic_uint32 in_flight;
+} WhWebhookCount;
+
 /* a database the library knows of (launcher.c) */
 typedef struct WhDatabase
 {
 	Oid			dboid;			/* InvalidOid: a free entry */
-	bool		wanted;			/* a worker should serve it */
+	bool		wanted;			/* workers should serve it */
 	bool		excluded;		/* not in webhooks.databases, or not servable */
 	int			held;			/* commands that need it without sessions */
 	TimestampTz start_after;	/* the launcher starts no worker before */
-	TimestampTz starting_until; /* a worker was registered, not yet running */
-	pid_t		worker_pid;		/* 0 when no worker runs */
-	int			worker_procno;	/* pgprocno of the worker, -1 if none */
+	bool		serving;		/* a worker found the extension: start the others */
 	pg_atomic_uint32 batches_pending;	/* a commit stored event batches */
-	pg_atomic_uint32 wake_wanted;	/* the worker claims again when woken */
+	WhWorkerSlot workers[WH_MAX_WORKERS_PER_DATABASE];
+	WhWebhookCount webhooks[WH_WEBHOOKS_PER_DATABASE];	/* taken under the lock */
 } WhDatabase;
 
 typedef struct WhSharedState

@@ -147,6 +147,7 @@ typedef struct Delivery
 	int64		lease_token;	/* the claim that leased it */
 	const char *precheck_error; /* set when the row fails the send-time checks */
 	bool		kept;			/* its row was locked at the last flush */
+	bool		counted;		/* in its webhook's shared count of requests */
 } Delivery;
 
 typedef struct WebhookSlot
@@ -160,6 +161,9 @@ typedef struct WebhookSlot
 	bool		http1_only;		/* its receiver's HTTP/2 answers were lost */
 	char	   *valid_url;		/* the target URL last found valid, or NULL */
 	bool		valid_url_private;	/* webhooks.allow_private_targets then */
+	int			counted;		/* of the database's count of it (shared), ours */
+	int			count_idx;		/* that count's place in the entry, -1: none yet */
+	int			claim_counted;	/* counted by the current claim, not yet leased */
 } WebhookSlot;
 
 /*
@@ -192,6 +196,9 @@ typedef struct WorkerState
 
 	/* the database served, and its install */
 	WhDatabase *db;				/* its entry in shared memory (launcher.c) */
+	int			index;			/* this worker's number in the database */
+	WhWorkerSlot *slot;			/* and its place in the entry */
+	bool		retiring;		/* beyond webhooks.workers_per_database: drain, leave */
 	char		dbname[NAMEDATALEN];
 	TimestampTz leave_at;		/* no extension: leave then (0: stay) */
 	bool		extension_present;
@@ -244,6 +251,7 @@ static WorkerPlans plans;
 
 static void begin_xact(const char *activity);
 static void commit_xact(void);
+static void uncount_all_requests(void);
 
 /*
  * On exit: commits stop waking this process (webhooks.c reads worker_pid);
@@ -252,40 +260,48 @@ static void commit_xact(void);
 static void
 worker_shmem_exit(int code, Datum arg)
 {
-	if (wk.db != NULL && wk.db->worker_pid == MyProcPid)
+	if (wk.slot != NULL && wk.slot->pid == MyProcPid)
 	{
 		LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
-		wk.db->worker_procno = -1;
-		wk.db->worker_pid = 0;
+		wk.slot->procno = -1;
+		wk.slot->pid = 0;
+		wk.slot->in_flight = 0;
 		LWLockRelease(wh_shared->lock);
+		uncount_all_requests();
 		if (wh_shared->launcher_procno >= 0)
 			SetLatch(&ProcGlobal->allProcs[wh_shared->launcher_procno].procLatch);
 	}
 }
 
 /*
- * Serve the database's entry (launcher.c), unless another worker does or
- * a command holds the database (DROP DATABASE, say): then leave quietly.
+ * Take this worker's place in the database's entry (launcher.c), unless
+ * another worker has it or a command holds the database (DROP DATABASE,
+ * say): then leave quietly.
  */
 static void
-take_database_entry(void)
+take_database_entry(int index)
 {
 	WhDatabase *db;
 	bool		ok;
 
 	LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
 	db = wh_database_entry(MyDatabaseId);
-	ok = db != NULL && db->worker_pid == 0 && db->held == 0 && db->wanted;
+	ok = db != NULL && index < WH_MAX_WORKERS_PER_DATABASE && db->workers[index].pid == 0 &&
+		db->held == 0 && db->wanted;
 	if (ok)
 	{
-		db->worker_pid = MyProcPid;
-		db->worker_procno = wh_my_procno();
-		db->start_after = db->starting_until = 0;
+		db->workers[index].pid = MyProcPid;
+		db->workers[index].procno = wh_my_procno();
+		db->workers[index].starting_until = 0;
+		db->workers[index].in_flight = 0;
+		db->workers[index].last_claim_at = 0;
 	}
 	LWLockRelease(wh_shared->lock);
 	if (!ok)
 		proc_exit(0);
 	wk.db = db;
+	wk.index = index;
+	wk.slot = &db->workers[index];
 	before_shmem_exit(worker_shmem_exit, (Datum) 0);
 }
 
@@ -301,9 +317,10 @@ leave_database(void)
 	bool		back;
 
 	LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
-	wk.db->worker_procno = -1;
-	wk.db->worker_pid = 0;
+	wk.slot->procno = -1;
+	wk.slot->pid = 0;
 	wk.db->wanted = false;
+	wk.db->serving = false;
 	LWLockRelease(wh_shared->lock);
 
 	begin_xact("looking for the extension a last time");
@@ -653,6 +670,13 @@ check_extension(void)
 				(errmsg("webhooks worker: serving database \"%s\"", wk.dbname)));
 	wk.extension_present = present;
 	wk.extension_oid = present ? oid : InvalidOid;
+	/* the launcher starts the database's other workers once one serves */
+	if (present && !wk.db->serving)
+	{
+		wk.db->serving = true;
+		if (wh_workers_per_database > 1 && wh_shared->launcher_procno >= 0)
+			SetLatch(&ProcGlobal->allProcs[wh_shared->launcher_procno].procLatch);
+	}
 	/* an install at another version keeps its worker (waiting for UPDATE) */
 	if (present || problem[0] != '\0')
 		wk.leave_at = 0;
@@ -703,8 +727,151 @@ slot_for(int64 webhook_id)
 		s->share = 0;
 		s->valid_url = NULL;
 		s->http1_only = false;
+		s->counted = 0;
+		s->count_idx = -1;
+		s->claim_counted = 0;
 	}
 	return s;
+}
+
+/* ---------------------------------------------------------------------
+ * requests in flight per webhook, over all the database's workers
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * The database's count of a webhook's requests in flight (shared by its
+ * workers), found or taken under the lock; NULL when the entry has no room
+ * (WH_WEBHOOKS_PER_DATABASE webhooks with requests in flight at once).  A
+ * count at zero may be given to another webhook: the caller checks the id
+ * again after counting.
+ */
+static WhWebhookCount *
+shared_count(WebhookSlot *s)
+{
+	WhWebhookCount *c;
+	int			free_idx = -1;
+
+	if (s->count_idx >= 0)
+	{
+		c = &wk.db->webhooks[s->count_idx];
+		if (pg_atomic_read_u64(&c->webhook_id) == (uint64) s->webhook_id)
+			return c;
+	}
+	LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
+	s->count_idx = -1;
+	for (int k = 0; k < WH_WEBHOOKS_PER_DATABASE && s->count_idx < 0; k++)
+	{
+		c = &wk.db->webhooks[k];
+		if (pg_atomic_read_u64(&c->webhook_id) == (uint64) s->webhook_id)
+			s->count_idx = k;
+		else if (free_idx < 0 && (pg_atomic_read_u64(&c->webhook_id) == 0 ||
+								  pg_atomic_read_u32(&c->in_flight) == 0))
+			free_idx = k;
+	}
+	if (s->count_idx < 0 && free_idx >= 0)
+	{
+		pg_atomic_write_u64(&wk.db->webhooks[free_idx].webhook_id, (uint64) s->webhook_id);
+		s->count_idx = free_idx;
+	}
+	LWLockRelease(wh_shared->lock);
+	return s->count_idx >= 0 ? &wk.db->webhooks[s->count_idx] : NULL;
+}
+
+/*
+ * Count up to "want" more requests to a webhook in this claim, as many as
+ * webhooks.max_concurrency_per_webhook leaves over all the database's
+ * workers; how many.  Without room for a shared count (more than
+ * WH_WEBHOOKS_PER_DATABASE webhooks with requests in flight), each worker
+ * keeps to its part of the cap, uncounted.
+ */
+static int
+count_requests(WebhookSlot *s, int want)
+{
+	int			cap = wh_max_concurrency_per_webhook;
+
+	while (want > 0)
+	{
+		WhWebhookCount *c = shared_count(s);
+		uint32		cur;
+		int			n;
+
+		if (c == NULL)
+			return Max(0, Min(want, Max(cap / Max(wh_workers_per_database, 1), 1) - s->in_flight));
+		cur = pg_atomic_read_u32(&c->in_flight);
+		n = Min(want, cap - (int) cur);
+		if (n <= 0)
+			return 0;
+		if (!pg_atomic_compare_exchange_u32(&c->in_flight, &cur, cur + n))
+			continue;
+		if (pg_atomic_read_u64(&c->webhook_id) != (uint64) s->webhook_id)
+		{
+			/* given to another webhook meanwhile: take it back, look again */
+			pg_atomic_fetch_sub_u32(&c->in_flight, n);
+			continue;
+		}
+		s->counted += n;
+		s->claim_counted += n;
+		return n;
+	}
+	return 0;
+}
+
+/* n requests to a webhook counted by count_requests are over (or never began) */
+static void
+uncount_requests(WebhookSlot *s, int n)
+{
+	n = Min(n, s->counted);
+	if (n <= 0)
+		return;
+	s->counted -= n;
+	if (s->count_idx >= 0 &&
+		pg_atomic_read_u64(&wk.db->webhooks[s->count_idx].webhook_id) == (uint64) s->webhook_id)
+		pg_atomic_fetch_sub_u32(&wk.db->webhooks[s->count_idx].in_flight, n);
+}
+
+/*
+ * Counted by a claim and not leased (rows gone, fewer picked, an error):
+ * over.  The leased ones were marked on their deliveries.
+ */
+static void
+uncount_claim_leftovers(void)
+{
+	HASH_SEQ_STATUS seq;
+	WebhookSlot *s;
+
+	hash_seq_init(&seq, wk.slots);
+	while ((s = hash_seq_search(&seq)) != NULL)
+		if (s->claim_counted > 0)
+		{
+			uncount_requests(s, s->claim_counted);
+			s->claim_counted = 0;
+		}
+}
+
+/* a delivery's request is over, or will never be sent */
+static void
+uncount_delivery(Delivery *d)
+{
+	if (d->counted)
+	{
+		uncount_requests(slot_for(d->req.webhook_id), 1);
+		d->counted = false;
+	}
+}
+
+/* at exit: whatever this worker counted is over */
+static void
+uncount_all_requests(void)
+{
+	HASH_SEQ_STATUS seq;
+	WebhookSlot *s;
+
+	if (wk.slots == NULL || wk.db == NULL)
+		return;
+	hash_seq_init(&seq, wk.slots);
+	while ((s = hash_seq_search(&seq)) != NULL)
+		uncount_requests(s, s->counted);
 }
 
 /* a reload gives HTTP/2 another chance with every webhook */
@@ -900,6 +1067,7 @@ start_delivery(Delivery *d)
 		d->req.done = true;
 		d->req.status = 0;
 		d->req.result = CURLE_OK;
+		uncount_delivery(d);
 		add_finished(d);
 		return;
 	}
@@ -936,6 +1104,7 @@ forget_unstarted(void)
 
 	for (i = wk.unstarted_from; i < wk.nunstarted; i++)
 	{
+		uncount_delivery(wk.unstarted[i]);
 		wk.to_release[wk.nto_release] = wk.unstarted[i]->req.delivery_id;
 		wk.to_release_tokens[wk.nto_release++] = wk.unstarted[i]->lease_token;
 	}
@@ -1040,6 +1209,8 @@ pick_fairly(ClaimGroup *groups, int ngroups, Datum *rows, int room, int limit, D
 		ClaimGroup *gr = &groups[g];
 
 		gr->allowance = Max(share - gr->slot->in_flight, gr->slot->in_flight == 0 ? 1 : 0);
+		/* and the webhook's cap over all the database's workers */
+		gr->allowance = count_requests(gr->slot, Min(gr->allowance, gr->n));
 	}
 
 	/* round robin */
@@ -1079,19 +1250,45 @@ typedef struct Candidates
 	int			nheld;
 } Candidates;
 
-/* the only worker just started: nothing is really in flight */
+/*
+ * A lease token says which worker of the database holds the lease: its
+ * number in the top byte (below the sign bit), then 56 bits that are random
+ * per worker start and count its claims.
+ */
+#define LEASE_OWNER_SHIFT 56
+
+static int64
+lease_token_of(int index, uint64 n)
+{
+	return (int64) (((uint64) index << LEASE_OWNER_SHIFT) | (n & ((UINT64CONST(1) << LEASE_OWNER_SHIFT) - 1)));
+}
+
+/*
+ * A worker that starts releases the leases its number held before (a
+ * crash, a restart: nothing of them is in flight any more) and, the first
+ * worker, those of numbers beyond webhooks.workers_per_database, of tokens
+ * from before leases had owners and of rows leased by hand (no token).
+ * Other workers' leases are theirs; an expired lease is due again anyway.
+ */
 static void
 release_previous_leases(void)
 {
+	Datum		args[2] = {Int32GetDatum(wk.index), Int32GetDatum(wk.index == 0 ? wh_workers_per_database : 0)};
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+
 	if (wk.leases_released)
 		return;
-	SPI_execute("UPDATE webhooks.deliveries SET next_attempt_at = pg_catalog.now(), lease_until = NULL, "
-				"       lease_token = NULL "
-				" WHERE state = 'pending' AND lease_until IS NOT NULL", false, 0);
+	if (SPI_execute_with_args("UPDATE webhooks.deliveries SET next_attempt_at = pg_catalog.now(), lease_until = NULL, "
+							  "       lease_token = NULL "
+							  " WHERE state = 'pending' AND lease_until IS NOT NULL "
+							  "   AND (lease_token >> 56 = $1 "
+							  "        OR ($2 > 0 AND (lease_token IS NULL OR lease_token < 0 OR lease_token >> 56 >= $2)))",
+							  2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not release the leases of a previous worker");
 	if (SPI_processed > 0)
 		ereport(LOG,
-				(errmsg("webhooks worker: released %llu deliveries leased by a previous worker",
-						(unsigned long long) SPI_processed)));
+				(errmsg("webhooks worker %d: released %llu deliveries leased by a previous worker",
+						wk.index, (unsigned long long) SPI_processed)));
 	wk.leases_released = true;
 }
 
@@ -1221,7 +1418,7 @@ delivery_from_row(HeapTuple tup, TupleDesc desc, int64 lease_token)
 static void
 lease_rows(Datum *ids, int n)
 {
-	int64		lease_token = (int64) (wk.lease_token_base + ++wk.claims_made);
+	int64		lease_token = lease_token_of(wk.index, wk.lease_token_base + ++wk.claims_made);
 	Datum		args[3];
 	uint64		i;
 
@@ -1232,8 +1429,18 @@ lease_rows(Datum *ids, int n)
 	if (SPI_execute_plan(plans.claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim deliveries");
 	for (i = 0; i < SPI_processed; i++)
-		wk.unstarted[wk.nunstarted++] = delivery_from_row(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-														  lease_token);
+	{
+		Delivery   *d = delivery_from_row(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, lease_token);
+		WebhookSlot *s = slot_for(d->req.webhook_id);
+
+		/* counted for this claim: now the delivery's */
+		if (s->claim_counted > 0)
+		{
+			s->claim_counted--;
+			d->counted = true;
+		}
+		wk.unstarted[wk.nunstarted++] = d;
+	}
 }
 
 /*
@@ -1287,6 +1494,7 @@ claim(int room)
 	hold_rows(c.held, c.nheld);
 	if (npick > 0)
 		lease_rows(pick, npick);
+	uncount_claim_leftovers();
 	if (npick < room)
 		find_next_due(saturated);
 	commit_xact();
@@ -1831,6 +2039,7 @@ collect_finished(void)
 
 		s->in_flight--;
 		wk.in_flight--;
+		uncount_delivery((Delivery *) req->arg);
 		if (s->more_due && wants_refill(s))
 		{
 			s->more_due = false;
@@ -1866,6 +2075,7 @@ report_activity(void)
 		snprintf(buf, sizeof(buf), "delivering: %d requests in flight", wk.in_flight);
 	else
 		snprintf(buf, sizeof(buf), "idle");
+	wk.slot->in_flight = wk.in_flight;
 	if (strcmp(buf, wk.activity) == 0)
 		return;
 	strlcpy(wk.activity, buf, sizeof(wk.activity));
@@ -1892,6 +2102,7 @@ recover_from_error(void)
 	FlushErrorState();
 	forget_plans();
 	forget_unstarted();
+	uncount_claim_leftovers();
 	MemoryContextReset(wk.loop_cxt);
 	wk.maybe_work = true;
 	wk.db_backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ERROR_PAUSE_MS);
@@ -1952,7 +2163,7 @@ want_claim(void)
 {
 	int			free_slots = wh_max_concurrency - wk.in_flight;
 
-	return wk.extension_present && wh_enabled && wk.maybe_work && free_slots > 0 &&
+	return wk.extension_present && wh_enabled && !wk.retiring && wk.maybe_work && free_slots > 0 &&
 		wk.nto_release == 0 &&
 		wk.nfinished + wh_max_concurrency < MAX_FINISHED / 2 &&
 		(wk.in_flight == 0 || wk.announced || wk.refill_due ||
@@ -1968,9 +2179,10 @@ step_claim(void)
 
 	wk.announced = wk.refill_due = false;
 	/* a commit after this claim's snapshot wakes us (wh_announce_at_commit) */
-	pg_atomic_exchange_u32(&wk.db->wake_wanted, 1);
+	pg_atomic_exchange_u32(&wk.slot->wake_wanted, 1);
 	seen = claim(room);
 	wk.maybe_work = (seen >= room);	/* else: drained, or every webhook at its share */
+	wk.slot->last_claim_at = GetCurrentTimestamp();
 }
 
 /* look for the extension (CREATE EXTENSION, or an update) */
@@ -2080,6 +2292,8 @@ reload_settings(void)
 	ProcessConfigFile(PGC_SIGHUP);
 	wk.maybe_work = true;
 	forget_http1_fallbacks();
+	/* fewer workers wanted: this one finishes what it has in flight and leaves */
+	wk.retiring = wk.index >= wh_workers_per_database;
 }
 
 /*
@@ -2128,9 +2342,17 @@ loop_once(void)
 	if (sql_ok && want_claim())
 		run_step(step_claim);
 	now = GetCurrentTimestamp();
+	if (wk.retiring && wk.in_flight == 0 && wk.nfinished == 0 && wk.nto_release == 0 && wk.nunstarted == 0)
+	{
+		ereport(LOG,
+				(errmsg("webhooks worker %d of database \"%s\": webhooks.workers_per_database is %d; stopping",
+						wk.index, wk.dbname, wh_workers_per_database)));
+		proc_exit(0);
+	}
 	if (sql_ok && now >= wk.next_maintenance)
 	{
-		run_step(step_maintain);
+		/* the first worker keeps the history, sweeps and saves counts for all */
+		run_step(wk.index == 0 ? step_maintain : step_check_extension);
 		/* after an error too: a failing pass is not retried every second */
 		wk.next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														  wk.extension_present ? maintenance_interval_ms() : IDLE_CHECK_MS);
@@ -2156,7 +2378,7 @@ webhooks_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), InvalidOid, 0);
 	pin_session();
-	take_database_entry();
+	take_database_entry((unsigned char) MyBgworkerEntry->bgw_extra[1]);
 
 	wk.worker_cxt = AllocSetContextCreate(TopMemoryContext, "webhooks worker", ALLOCSET_DEFAULT_SIZES);
 	wk.loop_cxt = AllocSetContextCreate(wk.worker_cxt, "webhooks loop", ALLOCSET_DEFAULT_SIZES);

@@ -72,7 +72,7 @@ our @EXPORT =
   lit redact payload psql_error real
   sq poll poll_until worker_pid poll_worker_idle restart_worker wait_server_up
   set_settings log_since wait_log_count msg_of body_of secret_of emit
-  make_webhook deactivate waiting_ids);
+  make_webhook deactivate waiting_ids upgrade_fixture most_at_once);
 
 # Directory of this file (the repository's test/), absolute.
 my $test_dir = File::Basename::dirname(Cwd::abs_path(__FILE__));
@@ -698,6 +698,56 @@ sub make_webhook
 	my $secret = secret_of($name);
 	$rcv->add_secret($secret);
 	return ($id, $secret);
+}
+
+=pod
+
+=item upgrade_fixture($rcv)
+
+What the upgrade tests install before updating: table C<app.email_sends>
+with a statement trigger for EmailSends, and active webhooks C<opens>
+(EmailOpens), C<sends> (EmailSends) and C<bounces> (EmailBounces) to
+C</ok/E<lt>nameE<gt>> of the receiver, whose secrets it learns.
+
+=cut
+
+sub upgrade_fixture
+{
+	my ($rcv) = @_;
+	sq(<<'SQL');
+CREATE SCHEMA app;
+CREATE TABLE app.email_sends (message_id bigint, subscriber_id bigint, subscriber_email text);
+CREATE TRIGGER sends_webhook AFTER INSERT ON app.email_sends
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks.enqueue_event('EmailSends');
+SQL
+	for my $w ([ 'opens', 'EmailOpens' ], [ 'sends', 'EmailSends' ], [ 'bounces', 'EmailBounces' ])
+	{
+		sq("SELECT webhooks.create_webhook('$w->[0]', '$w->[1]', '" . $rcv->url("/ok/$w->[0]") . "')");
+		$rcv->add_secret(sq("SELECT secret FROM webhooks.webhooks WHERE name = '$w->[0]'"));
+	}
+	return;
+}
+
+=pod
+
+=item most_at_once(\@arrivals, $seconds)
+
+The most requests that were at the receiver at the same time, when each
+stays C<$seconds> after its arrival time (C<t> of the receiver's log).
+
+=cut
+
+sub most_at_once
+{
+	my ($t, $secs) = @_;
+	my $max = 0;
+	for my $ti (@$t)
+	{
+		my $n = grep { $_ <= $ti && $ti < $_ + $secs } @$t;
+		$max = $n if $n > $max;
+	}
+	return $max;
 }
 
 # deactivate a webhook

@@ -336,13 +336,9 @@ def med(xs):
 # schema
 # ---------------------------------------------------------------------------
 
-def setup_schema():
-    psql("CREATE DATABASE %s" % DB, db="postgres")
-    psql("CREATE EXTENSION webhooks")
-    worker_pid()
-    psql("""
+# throughput: bulk insert, statement trigger -> EmailOpens -> nginx
+BENCH_OPENS_DDL = """
 CREATE SCHEMA app;
--- throughput: bulk insert, statement trigger -> EmailOpens -> nginx
 CREATE TABLE app.bench_opens (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     message_id bigint NOT NULL, subscriber_id bigint NOT NULL,
@@ -350,6 +346,14 @@ CREATE TABLE app.bench_opens (
 CREATE TRIGGER bench_opens_webhook AFTER INSERT ON app.bench_opens
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+"""
+
+
+def setup_schema():
+    psql("CREATE DATABASE %s" % DB, db="postgres")
+    psql("CREATE EXTENSION webhooks")
+    worker_pid()
+    psql(BENCH_OPENS_DDL + """
 -- enqueue cost: the same table without trigger, with a statement trigger, with a row trigger
 CREATE TABLE app.enq_plain (LIKE app.bench_opens INCLUDING ALL);
 CREATE TABLE app.enq_stmt (LIKE app.bench_opens INCLUDING ALL);

@@ -436,12 +436,7 @@ sub proc_kb
 	# count the requests that were in the receiver at the same time
 	my @t = map { $_->{t} } grep { index($_->{path}, '/slow/') == 0 } $rcv->requests;
 	is(scalar(@t), 10, 'the receiver got ten slow requests');
-	my $max = 0;
-	for my $ti (@t)
-	{
-		my $n = grep { $_ <= $ti && $ti < $_ + 2.5 } @t;
-		$max = $n if $n > $max;
-	}
+	my $max = most_at_once(\@t, 2.5);
 	note("most slow requests in flight at once: $max");
 	cmp_ok($max, '<=', 2, 'never more than max_concurrency_per_webhook = 2 slow requests at once');
 	deactivate('slow');

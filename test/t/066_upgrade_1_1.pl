@@ -26,23 +26,13 @@ my $offset = -s $node->logfile;
 sq("CREATE EXTENSION webhooks VERSION '1.1'");
 is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"), '1.1',
 	'the extension is installed at version 1.1');
-is(wait_log_count($offset, qr/extension webhooks is at version 1\.1, this library needs 1\.3/, 1, 30),
-	1, 'the worker logs that the install is at 1.1 and it needs 1.3');
+is(wait_log_count($offset, qr/extension webhooks is at version 1\.1, this library needs 1\.4/, 1, 30),
+	1, 'the worker logs that the install is at 1.1 and it needs 1.4');
 
 ########################################################################
 # Rows of every kind, as 1.1 leaves them
 ########################################################################
-sq(<<'SQL');
-CREATE SCHEMA app;
-CREATE TABLE app.email_sends (message_id bigint, subscriber_id bigint, subscriber_email text);
-CREATE TRIGGER sends_webhook AFTER INSERT ON app.email_sends
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION webhooks.enqueue_event('EmailSends');
-SQL
-for my $w ([ 'opens', 'EmailOpens' ], [ 'sends', 'EmailSends' ], [ 'bounces', 'EmailBounces' ])
-{
-	sq("SELECT webhooks.create_webhook('$w->[0]', '$w->[1]', '" . $rcv->url("/ok/$w->[0]") . "')");
-}
+upgrade_fixture($rcv);
 my @o = map { sq("SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', $_) . "')") } 1 .. 4;
 sq(<<"SQL");
 UPDATE webhooks.deliveries SET state = 'delivered', attempts = 1, last_attempt_at = now(),
