@@ -13,7 +13,9 @@ than cores compete with the sink for CPU, so the figures say how far the
 delivery path scales on this machine, not on a bigger one.
 """
 import os
+import signal
 import statistics
+import subprocess
 import time
 
 import bench as B
@@ -55,7 +57,14 @@ def drained(db):
     return int(B.psql("SELECT count(*) FROM webhooks.delivery_history", db=db))
 
 
-def drain(dbs):
+def perf_shares(path):
+    """CPU samples per process name (perf report --sort comm), the top ones."""
+    out = subprocess.run(["perf", "report", "-i", path, "--sort", "comm", "--stdio", "-q"],
+                         capture_output=True, text=True).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()][:8]
+
+
+def drain(dbs, perf_path=None):
     """EVENTS events committed in each database (one INSERT each, one after
     the other), then wait until every one is delivered: deliveries/s from
     the first commit to the last finished delivery, worker CPU s."""
@@ -65,6 +74,12 @@ def drain(dbs):
     B.psql("CHECKPOINT")
     cpu0 = sum(B.cpu_s(p) for p in pids)
     ncpu0 = B.cpu_s(B.nginx_worker_pid())
+    busy0 = B.system_busy_s()
+    perf = None
+    if perf_path:
+        perf = subprocess.Popen(["perf", "record", "-a", "-F", "499", "-q", "-o", perf_path],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
     t0 = time.time()
     for db in dbs:
         B.psql(B.INSERT_SQL.format(table="app.bench_opens", n=B.EVENTS), db=db)
@@ -72,6 +87,9 @@ def drain(dbs):
     while time.time() < deadline and sum(drained(db) for db in dbs) < B.EVENTS * len(dbs):
         time.sleep(0.25)
     done = sum(drained(db) for db in dbs)
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
     if done < B.EVENTS * len(dbs):
         raise RuntimeError("only %d of %d delivered" % (done, B.EVENTS * len(dbs)))
     last = max(float(B.psql("SELECT extract(epoch FROM max(finished_at)) FROM webhooks.delivery_history", db=db))
@@ -79,8 +97,10 @@ def drain(dbs):
     dead = sum(int(B.psql("SELECT count(*) FROM webhooks.delivery_history WHERE state <> 'delivered'", db=db))
                for db in dbs)
     cpu = sum(B.cpu_s(p) for p in pids if os.path.exists("/proc/%d" % p)) - cpu0
+    # the whole machine during the drain (the poll's seconds after the last delivery included)
+    busy = (B.system_busy_s() - busy0) / ((time.time() - t0) * os.cpu_count())
     return {"rate": done / (last - t0), "worker_cpu_us": cpu / done * 1e6, "nginx_cpu_s": B.cpu_s(B.nginx_worker_pid()) - ncpu0,
-            "dead": dead, "workers": len(pids)}
+            "dead": dead, "workers": len(pids), "machine_busy": busy}
 
 
 def main():
@@ -97,11 +117,17 @@ def main():
         B.log("== %d worker(s) in one database: %d events per run ==" % (n, B.EVENTS))
         runs = []
         for i in range(B.RUNS):
-            r = drain(["bench"])
+            perf_path = os.path.join(B.TMP, "perf-%d.data" % n) if os.environ.get("SCALE_PERF") and i == 0 else None
+            r = drain(["bench"], perf_path)
             runs.append(r)
-            B.log("  run %d: %6.0f deliveries/s, worker CPU %.0f us/delivery, nginx CPU %.1f s, %d not delivered"
-                  % (i + 1, r["rate"], r["worker_cpu_us"], r["nginx_cpu_s"], r["dead"]))
+            B.log("  run %d: %6.0f deliveries/s, worker CPU %.0f us/delivery, nginx CPU %.1f s, machine %.0f %% busy, "
+                  "%d not delivered" % (i + 1, r["rate"], r["worker_cpu_us"], r["nginx_cpu_s"], 100 * r["machine_busy"],
+                                        r["dead"]))
         res[n] = runs
+        if os.environ.get("SCALE_PERF"):
+            B.log("  CPU by process during run 1 (perf record -a, share of all samples):")
+            for line in perf_shares(os.path.join(B.TMP, "perf-%d.data" % n)):
+                B.log("    " + line)
     B.set_gucs(workers_per_database=1)
     for db in DBS[1:]:
         setup_other(db)
@@ -112,17 +138,19 @@ def main():
     for i in range(B.RUNS):
         r = drain(DBS)
         res["dbs"].append(r)
-        B.log("  run %d: %6.0f deliveries/s in all, worker CPU %.0f us/delivery, %d not delivered"
-              % (i + 1, r["rate"], r["worker_cpu_us"], r["dead"]))
+        B.log("  run %d: %6.0f deliveries/s in all, worker CPU %.0f us/delivery, machine %.0f %% busy, %d not delivered"
+              % (i + 1, r["rate"], r["worker_cpu_us"], 100 * r["machine_busy"], r["dead"]))
 
     ceiling = max(res["wrk"].values())
     B.log("\n== summary: medians of %d runs (%s) ==" % (B.RUNS, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())))
-    B.log("%-34s %14s %18s %16s" % ("configuration", "deliveries/s", "worker CPU/deliv.", "of sink ceiling"))
+    B.log("%-34s %14s %18s %16s %14s" % ("configuration", "deliveries/s", "worker CPU/deliv.", "of sink ceiling",
+                                         "machine busy"))
     rows = [("%d worker(s), one database" % n, res[n]) for n in WORKERS] + [("3 databases, 1 worker each", res["dbs"])]
     for label, runs in rows:
         rate = statistics.median(r["rate"] for r in runs)
         cpu = statistics.median(r["worker_cpu_us"] for r in runs)
-        B.log("%-34s %14.0f %15.0f us %15.0f %%" % (label, rate, cpu, 100 * rate / ceiling))
+        busy = statistics.median(r["machine_busy"] for r in runs)
+        B.log("%-34s %14.0f %15.0f us %15.0f %% %13.0f %%" % (label, rate, cpu, 100 * rate / ceiling, 100 * busy))
     B.log("%-34s %14.0f" % ("sink ceiling (wrk, best of -c%s)" % "/".join(str(c) for c in B.WRK_CONCURRENCY), ceiling))
     B.log("raw: %s" % {k: v for k, v in res.items()})
 
