@@ -45,6 +45,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "funcapi.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
@@ -59,6 +60,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
@@ -326,6 +328,38 @@ wh_start_worker_for_session(void)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Whether the current user may run the command at all: only then does it
+ * stop the database's workers (a role that is refused must not be able to
+ * interrupt deliveries by trying).  Dropping, renaming or moving a database
+ * takes its owner (or a superuser); copying one takes CREATEDB and, unless
+ * it is a template, its owner.
+ */
+static bool
+may_hold(Oid dboid, bool copy)
+{
+	HeapTuple	tup;
+	Form_pg_database d;
+	bool		ok;
+
+	if (superuser())
+		return true;
+	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	d = (Form_pg_database) GETSTRUCT(tup);
+	ok = has_privs_of_role(GetUserId(), d->datdba) || (copy && d->datistemplate);
+	ReleaseSysCache(tup);
+	if (ok && copy)
+	{
+		tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(GetUserId()));
+		ok = HeapTupleIsValid(tup) && ((Form_pg_authid) GETSTRUCT(tup))->rolcreatedb;
+		if (HeapTupleIsValid(tup))
+			ReleaseSysCache(tup);
+	}
+	return ok;
+}
+
 /* the database a statement must hold while it runs (0 or 1 of them) */
 static int
 databases_to_hold(Node *stmt, Oid *oids)
@@ -356,7 +390,7 @@ databases_to_hold(Node *stmt, Oid *oids)
 		}
 		oids[n++] = get_database_oid(template, true);
 	}
-	if (n == 1 && !OidIsValid(oids[0]))
+	if (n == 1 && (!OidIsValid(oids[0]) || !may_hold(oids[0], IsA(stmt, CreatedbStmt))))
 		n = 0;
 	return n;
 }

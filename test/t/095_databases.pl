@@ -129,7 +129,19 @@ for my $db (qw(a b c))
 emit_in('a', 101, 200);
 emit_in('c', 101, 200);
 emit_in('b', 101, 5);
-my ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE b');
+# a role that may not drop it cannot stop its worker by trying
+my $pid_b = sq("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker' AND datname = 'b'");
+sq('CREATE ROLE mallory LOGIN CREATEDB');
+my ($ret, $out, $err);
+for my $cmd ('DROP DATABASE b', 'ALTER DATABASE b RENAME TO bb', 'CREATE DATABASE bcopy TEMPLATE b')
+{
+	($ret, $out, $err) = $node->psql('postgres', $cmd, extra_params => [ '-U', 'mallory' ]);
+	like($err, qr/must be owner of database b|permission denied to copy database "b"/,
+		"$cmd: refused to a role that does not own b");
+}
+is(sq("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker' AND datname = 'b'"),
+	$pid_b, 'and its attempts (DROP, RENAME, a copy) leave the worker of b running');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE b');
 is($ret, 0, 'DROP DATABASE of a database with a worker succeeds') or diag($err);
 wait_workers('a,c,postgres', 'its worker is gone, the others run');
 wait_arrived('hook_a', 230, 'database a delivered all its events meanwhile');
