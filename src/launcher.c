@@ -139,6 +139,7 @@ entry_for(Oid dboid)
 			w->in_flight = 0;
 			w->last_claim_at = 0;
 			pg_atomic_write_u32(&w->wake_wanted, 1);
+			pg_atomic_write_u64(&w->commit_wakeups, 0);
 		}
 		for (int k = 0; k < WH_WEBHOOKS_PER_DATABASE; k++)
 		{
@@ -689,7 +690,8 @@ webhooks_launcher_main(Datum main_arg)
 
 /*
  * The delivery workers of every database, from shared memory: database,
- * the worker's number in it, pid, requests in flight, last claim.
+ * the worker's number in it, pid, requests in flight, last claim, and how
+ * many commits woke it.
  */
 PG_FUNCTION_INFO_V1(webhooks_workers);
 Datum
@@ -703,6 +705,7 @@ webhooks_workers(PG_FUNCTION_ARGS)
 		pid_t		pid;
 		int			in_flight;
 		TimestampTz last_claim_at;
+		int64		commit_wakeups;
 	} Row;
 	Row		   *rows;
 	int			n = 0;
@@ -726,6 +729,7 @@ webhooks_workers(PG_FUNCTION_ARGS)
 				rows[n].pid = db->workers[k].pid;
 				rows[n].in_flight = db->workers[k].in_flight;
 				rows[n].last_claim_at = db->workers[k].last_claim_at;
+				rows[n].commit_wakeups = (int64) pg_atomic_read_u64(&db->workers[k].commit_wakeups);
 				n++;
 			}
 	}
@@ -733,8 +737,8 @@ webhooks_workers(PG_FUNCTION_ARGS)
 
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[5];
-		bool		nulls[5] = {false};
+		Datum		values[6];
+		bool		nulls[6] = {false};
 		char	   *name = get_database_name(rows[i].dboid);
 		NameData	dbname;
 
@@ -747,6 +751,7 @@ webhooks_workers(PG_FUNCTION_ARGS)
 		values[3] = Int32GetDatum(rows[i].in_flight);
 		values[4] = TimestampTzGetDatum(rows[i].last_claim_at);
 		nulls[4] = rows[i].last_claim_at == 0;
+		values[5] = Int64GetDatum(rows[i].commit_wakeups);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	PG_RETURN_VOID();

@@ -240,6 +240,7 @@ wh_shmem_startup(void)
 			{
 				db->workers[k].procno = -1;
 				pg_atomic_init_u32(&db->workers[k].wake_wanted, 1);
+				pg_atomic_init_u64(&db->workers[k].commit_wakeups, 0);
 			}
 			for (int k = 0; k < WH_WEBHOOKS_PER_DATABASE; k++)
 			{
@@ -349,6 +350,7 @@ announce_commit(void)
 			if (pg_atomic_read_u32(&w->wake_wanted) != 0 &&
 				pg_atomic_exchange_u32(&w->wake_wanted, 0) != 0)
 			{
+				pg_atomic_fetch_add_u64(&w->commit_wakeups, 1);
 				wake_procno(w->procno);
 				return;
 			}

@@ -71,6 +71,7 @@ typedef struct WhWorkerSlot
 	int			procno;			/* its pgprocno, -1 if none */
 	TimestampTz starting_until; /* registered, not yet running */
 	pg_atomic_uint32 wake_wanted;	/* it claims again when woken */
+	pg_atomic_uint64 commit_wakeups;	/* commits that woke it (webhooks.workers()) */
 	/* what webhooks.workers() shows, written by the worker alone */
 	int			in_flight;
 	TimestampTz last_claim_at;

@@ -83,6 +83,22 @@ sq('GRANT webhooks_reader TO someone');
 is(sq("SET ROLE someone; SELECT count(*) FROM webhooks.workers()"), '2', 'webhooks_reader may read it');
 
 ########################################################################
+# a commit wakes one idle worker, not both
+########################################################################
+{
+	my ($fast) = make_webhook($rcv, 'fast', 'EmailSends');
+	my $wakeups = "SELECT sum(commit_wakeups) FROM webhooks.workers() WHERE database = 'postgres'";
+	my $before = sq($wakeups);
+	for my $i (1 .. 20)
+	{
+		my $d = sq("SELECT webhooks.emit('EmailSends', '" . payload('EmailSends', $i) . "')");
+		poll_until("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d", 30);
+	}
+	is(sq($wakeups) - $before, 20, '20 commits, each while both workers were idle, woke 20 times in all, not 40');
+	deactivate('fast');
+}
+
+########################################################################
 # 10,000 events: a worker stopped, then one killed, mid-drain
 ########################################################################
 # 32 requests at once, 50 ms each: about 600 a second, a drain of 16 s
