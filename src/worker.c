@@ -319,9 +319,12 @@ leave_database(void)
 	LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
 	wk.slot->procno = -1;
 	wk.slot->pid = 0;
+	wk.slot->in_flight = 0;
 	wk.db->wanted = false;
 	wk.db->serving = false;
 	LWLockRelease(wh_shared->lock);
+	/* what it had in flight is abandoned: a new install's webhooks start from 0 */
+	uncount_all_requests();
 
 	begin_xact("looking for the extension a last time");
 	back = OidIsValid(get_extension_oid("webhooks", true));

@@ -181,13 +181,39 @@ sub wait_under_way
 }
 
 ########################################################################
+# DROP EXTENSION with requests in flight: a new install starts from 0
+########################################################################
+# Webhook ids start again at 1 in a new install: the requests in flight to
+# the old webhook 1 must not count against the new one's cap.
+{
+	sq('DROP EXTENSION webhooks; CREATE EXTENSION webhooks');
+	wait_worker_count(2, 'a fresh install has its two workers');
+	set_settings(max_concurrency_per_webhook => '2');
+	my ($old) = make_webhook($rcv, 'stuck', 'EmailClicks', $rcv->url('/slow/8000'));
+	is($old, '1', 'the first webhook of the install is webhook 1');
+	$rcv->clear_log;
+	sq("SELECT webhooks.emit('EmailClicks', '" . payload('EmailClicks', $_) . "')") for 1 .. 2;
+	$rcv->wait_for_requests(2, 30, real('/slow/8000'));
+	poll("SELECT sum(in_flight) = 2 FROM webhooks.workers()", 'two requests in flight to webhook 1 (its cap)', 30);
+	sq('DROP EXTENSION webhooks');
+	wait_worker_count(0, 'DROP EXTENSION stops both workers');
+	sq('CREATE EXTENSION webhooks');
+	my ($new) = make_webhook($rcv, 'after', 'EmailClicks');
+	is($new, '1', 'the new install\'s first webhook is webhook 1 again');
+	my $d = sq("SELECT webhooks.emit('EmailClicks', '" . payload('EmailClicks', 3) . "')");
+	poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d",
+		'it is delivered at once: the old requests in flight do not take its cap', 6);
+	set_settings(max_concurrency_per_webhook => '32');
+}
+
+########################################################################
 # webhooks.workers_per_database on reload
 ########################################################################
 set_settings(workers_per_database => '3');
 wait_worker_count(3, 'a reload to 3 starts a third worker');
 set_settings(workers_per_database => '1');
 wait_worker_count(1, 'a reload to 1 stops the other two');
-my $d = sq("SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', 1) . "')");
+my $d = sq("SELECT webhooks.emit('EmailClicks', '" . payload('EmailClicks', 4) . "')");
 poll("SELECT state = 'delivered' FROM webhooks.all_deliveries WHERE id = $d", 'the one left delivers');
 
 $node->stop;
