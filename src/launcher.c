@@ -163,13 +163,11 @@ wh_running_workers(WhDatabase *db)
 	return n;
 }
 
-static void
-wake_launcher(void)
+void
+wh_wake_launcher(void)
 {
-	int			procno = wh_shared ? wh_shared->launcher_procno : -1;
-
-	if (procno >= 0 && procno < (int) ProcGlobal->allProcCount)
-		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+	if (wh_shared != NULL)
+		wh_wake_procno(wh_shared->launcher_procno);
 }
 
 /*
@@ -189,7 +187,7 @@ wh_request_worker(void)
 	if (db != NULL && !db->excluded)
 		db->wanted = true;
 	LWLockRelease(wh_shared->lock);
-	wake_launcher();
+	wh_wake_launcher();
 }
 
 /* ---------------------------------------------------------------------
@@ -250,10 +248,17 @@ register_worker(Oid dboid, int index, pid_t notify_pid, BackgroundWorkerHandle *
 	return RegisterDynamicBackgroundWorker(&worker, handle);
 }
 
+/* a database a worker can connect to and stay in: open to connections, not a template */
+static bool
+connectable(Form_pg_database d)
+{
+	return d->datallowconn && !d->datistemplate;
+}
+
 /*
  * Whether a worker may serve a database, from pg_database (needs a
- * transaction): it exists, allows connections, is not a template, and is
- * in webhooks.databases.  *exists says whether it exists at all.
+ * transaction): it exists, is connectable, and is in webhooks.databases.
+ * *exists says whether it exists at all.
  */
 static bool
 database_servable(Oid dboid, bool *exists)
@@ -266,7 +271,7 @@ database_servable(Oid dboid, bool *exists)
 	if (!*exists)
 		return false;
 	d = (Form_pg_database) GETSTRUCT(tup);
-	ok = d->datallowconn && !d->datistemplate && wh_database_allowed(NameStr(d->datname));
+	ok = connectable(d) && wh_database_allowed(NameStr(d->datname));
 	ReleaseSysCache(tup);
 	return ok;
 }
@@ -321,7 +326,7 @@ wh_start_worker_for_session(void)
 						   max_worker_processes),
 				 errhint("Events are queued and delivered once a worker starts: raise max_worker_processes "
 						 "(a restart), or stop other background workers.")));
-	wake_launcher();
+	wh_wake_launcher();
 }
 
 /* ---------------------------------------------------------------------
@@ -467,7 +472,7 @@ wh_databases_xact_end(bool commit)
 	LWLockRelease(wh_shared->lock);
 	nheld = 0;
 	created_database = InvalidOid;
-	wake_launcher();
+	wh_wake_launcher();
 }
 
 /* ---------------------------------------------------------------------
@@ -493,7 +498,7 @@ scan_databases(void)
 		Form_pg_database d = (Form_pg_database) GETSTRUCT(tup);
 		WhDatabase *db;
 
-		if (!d->datallowconn || d->datistemplate)
+		if (!connectable(d))
 			continue;
 		db = entry_for(d->oid);
 		if (db == NULL)

@@ -15,6 +15,7 @@
 #include "webhooks.h"
 
 extern void wh_register_launcher(void);
+extern void wh_wake_launcher(void);
 PGDLLEXPORT void webhooks_launcher_main(Datum main_arg);
 
 extern WhDatabase *wh_database_entry(Oid dboid);

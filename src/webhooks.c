@@ -253,8 +253,9 @@ wh_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
-static void
-wake_procno(int procno)
+/* set the latch of the process at pgprocno procno (-1: none) */
+void
+wh_wake_procno(int procno)
 {
 	if (procno >= 0 && procno < (int) ProcGlobal->allProcCount)
 		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
@@ -285,14 +286,14 @@ wh_wake_worker_now(void)
 			continue;
 		if (pg_atomic_read_u32(&w->wake_wanted) != 0)
 		{
-			wake_procno(w->procno);
+			wh_wake_procno(w->procno);
 			return;
 		}
 		if (any < 0)
 			any = w->procno;
 	}
 	if (any >= 0)
-		wake_procno(any);
+		wh_wake_procno(any);
 	else
 		wh_request_worker();
 }
@@ -351,7 +352,7 @@ announce_commit(void)
 				pg_atomic_exchange_u32(&w->wake_wanted, 0) != 0)
 			{
 				pg_atomic_fetch_add_u64(&w->commit_wakeups, 1);
-				wake_procno(w->procno);
+				wh_wake_procno(w->procno);
 				return;
 			}
 		}
@@ -474,8 +475,13 @@ wh_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (batches_at_commit && wh_database_entry(MyDatabaseId) != NULL)
-				pg_atomic_write_u32(&wh_database_entry(MyDatabaseId)->batches_pending, 1);
+			if (batches_at_commit)
+			{
+				WhDatabase *db = wh_database_entry(MyDatabaseId);
+
+				if (db != NULL)
+					pg_atomic_write_u32(&db->batches_pending, 1);
+			}
 			if (wake_at_commit)
 				wh_wake_worker_now();
 			else if (announce_at_commit)

@@ -116,6 +116,7 @@ extern void wh_wake_worker_at_commit(void);
 extern void wh_announce_at_commit(void);
 extern void wh_batches_at_commit(void);
 extern void wh_wake_worker_now(void);
+extern void wh_wake_procno(int procno);
 
 /* ---- SPI ---- */
 /* a prepared statement kept for the backend's lifetime (SPI_keepplan) */

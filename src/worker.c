@@ -254,22 +254,31 @@ static void commit_xact(void);
 static void uncount_all_requests(void);
 
 /*
- * On exit: commits stop waking this process (webhooks.c reads worker_pid);
- * the launcher starts another while the database wants one.
+ * Give up this worker's place in the database's entry: commits stop waking
+ * it (webhooks.c reads the slot's pid), the requests it counted are over,
+ * and with stop_wanting the database no longer wants workers.
  */
+static void
+vacate_slot(bool stop_wanting)
+{
+	LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
+	wk.slot->procno = -1;
+	wk.slot->pid = 0;
+	wk.slot->in_flight = 0;
+	if (stop_wanting)
+		wk.db->wanted = wk.db->serving = false;
+	LWLockRelease(wh_shared->lock);
+	uncount_all_requests();
+}
+
+/* on exit: the launcher starts another worker while the database wants one */
 static void
 worker_shmem_exit(int code, Datum arg)
 {
 	if (wk.slot != NULL && wk.slot->pid == MyProcPid)
 	{
-		LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
-		wk.slot->procno = -1;
-		wk.slot->pid = 0;
-		wk.slot->in_flight = 0;
-		LWLockRelease(wh_shared->lock);
-		uncount_all_requests();
-		if (wh_shared->launcher_procno >= 0)
-			SetLatch(&ProcGlobal->allProcs[wh_shared->launcher_procno].procLatch);
+		vacate_slot(false);
+		wh_wake_launcher();
 	}
 }
 
@@ -316,15 +325,8 @@ leave_database(void)
 {
 	bool		back;
 
-	LWLockAcquire(wh_shared->lock, LW_EXCLUSIVE);
-	wk.slot->procno = -1;
-	wk.slot->pid = 0;
-	wk.slot->in_flight = 0;
-	wk.db->wanted = false;
-	wk.db->serving = false;
-	LWLockRelease(wh_shared->lock);
 	/* what it had in flight is abandoned: a new install's webhooks start from 0 */
-	uncount_all_requests();
+	vacate_slot(true);
 
 	begin_xact("looking for the extension a last time");
 	back = OidIsValid(get_extension_oid("webhooks", true));
@@ -677,8 +679,8 @@ check_extension(void)
 	if (present && !wk.db->serving)
 	{
 		wk.db->serving = true;
-		if (wh_workers_per_database > 1 && wh_shared->launcher_procno >= 0)
-			SetLatch(&ProcGlobal->allProcs[wh_shared->launcher_procno].procLatch);
+		if (wh_workers_per_database > 1)
+			wh_wake_launcher();
 	}
 	/* an install at another version keeps its worker (waiting for UPDATE) */
 	if (present || problem[0] != '\0')
@@ -1284,8 +1286,9 @@ release_previous_leases(void)
 	if (SPI_execute_with_args("UPDATE webhooks.deliveries SET next_attempt_at = pg_catalog.now(), lease_until = NULL, "
 							  "       lease_token = NULL "
 							  " WHERE state = 'pending' AND lease_until IS NOT NULL "
-							  "   AND (lease_token >> 56 = $1 "
-							  "        OR ($2 > 0 AND (lease_token IS NULL OR lease_token < 0 OR lease_token >> 56 >= $2)))",
+							  "   AND (lease_token >> " CppAsString2(LEASE_OWNER_SHIFT) " = $1 "
+							  "        OR ($2 > 0 AND (lease_token IS NULL OR lease_token < 0 "
+							  "                        OR lease_token >> " CppAsString2(LEASE_OWNER_SHIFT) " >= $2)))",
 							  2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not release the leases of a previous worker");
 	if (SPI_processed > 0)
