@@ -8,6 +8,7 @@ OBJS = \
 	src/http_engine.o \
 	src/http_request.o \
 	src/payload.o \
+	src/queue.o \
 	src/unrouted.o \
 	src/validate.o \
 	src/functions.o \

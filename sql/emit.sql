@@ -83,6 +83,45 @@ SELECT state FROM webhooks.deliveries WHERE event_type = 'Subscriptions';
 UPDATE webhooks.webhooks SET is_active = true WHERE name = 'subs';
 SELECT state FROM webhooks.deliveries WHERE event_type = 'Subscriptions';
 
+-- The queue row is written without SQL (src/queue.c), keeping the table's
+-- rules: a CHECK constraint an administrator adds holds for emit() and the
+-- row trigger alike, and nothing is queued by the failing call
+SELECT count(*) AS before FROM webhooks.deliveries \gset
+ALTER TABLE webhooks.deliveries ADD CONSTRAINT regress_short_body CHECK (length(body) < 20) NOT VALID;
+\set VERBOSITY terse
+SELECT webhooks.emit('EmailOpens', '{"messageId": 20, "subscriberId": 2, "subscriberEmail": "a@example.com"}');
+CREATE TABLE regress_opens (message_id bigint, subscriber_id bigint, subscriber_email text);
+CREATE TRIGGER regress_opens_webhook AFTER INSERT ON regress_opens
+    FOR EACH ROW EXECUTE FUNCTION webhooks.enqueue_event('EmailOpens');
+INSERT INTO regress_opens VALUES (21, 2, 'a@example.com');
+\set VERBOSITY default
+ALTER TABLE webhooks.deliveries DROP CONSTRAINT regress_short_body;
+SELECT count(*) - :before AS queued_despite_check FROM webhooks.deliveries;
+-- a changed column default is used from the next row on (the cached
+-- defaults follow the table's definition)
+ALTER TABLE webhooks.deliveries ALTER COLUMN next_attempt_at SET DEFAULT now() + interval '1 hour';
+INSERT INTO regress_opens VALUES (22, 2, 'a@example.com');
+ALTER TABLE webhooks.deliveries ALTER COLUMN next_attempt_at SET DEFAULT now();
+INSERT INTO regress_opens VALUES (23, 2, 'a@example.com');
+SELECT body::json->>'messageId' AS message_id, next_attempt_at > now() + interval '59 minutes' AS later,
+       state, attempts, msg_id ~ '^msg_[0-9a-f]{32}$' AS msg_id_ok
+  FROM webhooks.deliveries WHERE body::json->>'messageId' IN ('22', '23') ORDER BY id;
+-- a trigger on the queue table fires (such a table takes the SQL INSERT)
+CREATE FUNCTION regress_queue_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'queued % for webhook %', NEW.body::json->>'messageId', NEW.webhook_id IS NOT NULL;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER regress_seen BEFORE INSERT ON webhooks.deliveries
+    FOR EACH ROW EXECUTE FUNCTION regress_queue_seen();
+SELECT webhooks.emit('EmailOpens', '{"messageId": 24, "subscriberId": 2, "subscriberEmail": "a@example.com"}') IS NOT NULL AS queued;
+INSERT INTO regress_opens VALUES (25, 2, 'a@example.com');
+DROP TRIGGER regress_seen ON webhooks.deliveries;
+DROP FUNCTION regress_queue_seen();
+DROP TABLE regress_opens;
+DELETE FROM webhooks.deliveries WHERE body::json->>'messageId' IN ('22', '23', '24', '25');
+SELECT count(*) - :before AS queued_and_deleted FROM webhooks.deliveries;
+
 -- the views
 SELECT webhook_name, event_type, state, in_flight, attempts FROM webhooks.pending_deliveries ORDER BY delivery_id;
 SELECT webhook_name, pending, in_flight, held, delivered, failed_attempts, dead FROM webhooks.webhook_stats ORDER BY webhook_id;

@@ -165,4 +165,21 @@ wh_guc_variables(int *count)
 #endif
 }
 
+/*
+ * A result relation's CHECK constraint expressions, which ExecConstraints
+ * builds on first use unless they are there already (queue.c fills them
+ * from its cache, as TimescaleDB does for chunks); 18 renamed the field and
+ * added constraints that are not enforced (NULL entries) and virtual
+ * generated columns.
+ */
+#if PG_VERSION_NUM >= 180000
+#define WH_RRI_CHECK_EXPRS(rri) ((rri)->ri_CheckConstraintExprs)
+#define wh_check_enforced(check) ((check)->ccenforced)
+#define wh_has_generated(constr) ((constr)->has_generated_stored || (constr)->has_generated_virtual)
+#else
+#define WH_RRI_CHECK_EXPRS(rri) ((rri)->ri_ConstraintExprs)
+#define wh_check_enforced(check) ((void) (check), true)
+#define wh_has_generated(constr) ((constr)->has_generated_stored)
+#endif
+
 #endif							/* WEBHOOKS_COMPAT_H */

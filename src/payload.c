@@ -47,6 +47,7 @@
 
 #include "compat.h"
 #include "payload.h"
+#include "queue.h"
 #include "unrouted.h"
 #include "validate.h"
 #include "webhooks.h"
@@ -537,12 +538,10 @@ wh_dummy_body(const WhEventType *et)
  */
 
 /*
- * The search_path of the enqueue path's SPI statements.  The SQL functions
- * set it already (SET search_path), then this costs a string comparison;
- * the store at the end of a statement, which runs outside the functions,
- * sets it itself, and so could the trigger if its function did not: it is
- * the per-row SET search_path of the trigger function that costs most of
- * what the row trigger still adds to an INSERT.
+ * The search_path of the enqueue path's SPI statements: the batch INSERT,
+ * and the delivery INSERT when the queue table has triggers (otherwise
+ * queue.c writes the row without SQL).  The SQL functions set it already
+ * (SET search_path), then this costs a string comparison.
  */
 #define WH_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
 
@@ -585,7 +584,6 @@ spi_end(int nestlevel)
 	safe_search_path_end(nestlevel);
 }
 
-static SPIPlanPtr plan_active = NULL;
 static SPIPlanPtr plan_insert_one = NULL;
 static SPIPlanPtr plan_insert_batch = NULL;
 
@@ -611,45 +609,28 @@ active_webhook_cached(const char *event_type, int64 *webhook_id)
 }
 
 /*
- * The active webhook for an event type, or 0.  Cached for the rest of the
- * current command.  Must be called inside SPI_connect.
+ * The active webhook for an event type, or 0 (queue.c reads it without
+ * SQL).  Cached for the rest of the current command.
  */
 static int64
 active_webhook_id(const char *event_type)
 {
-	CommandId	cid = GetCurrentCommandId(false);
-	Datum		arg;
-	Oid			argtype = TEXTOID;
-	bool		isnull;
-	int			rc;
 	int64		id;
 
 	if (active_webhook_cached(event_type, &id))
 		return id;
-
-	if (plan_active == NULL)
-		plan_active = wh_keep_plan("SELECT id FROM webhooks.webhooks "
-									"WHERE event_type = $1 AND is_active",
-									1, &argtype);
-	arg = CStringGetTextDatum(event_type);
-	rc = SPI_execute_plan(plan_active, &arg, NULL, true, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not look up the active webhook: %s", SPI_result_code_string(rc));
-	cached_id = 0;
-	if (SPI_processed > 0)
-	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-			cached_id = DatumGetInt64(d);
-	}
+	cached_id = wh_queue_active_webhook(event_type);
 	cached_lxid = wh_my_lxid();
-	cached_cid = cid;
+	cached_cid = GetCurrentCommandId(false);
 	strlcpy(cached_type, event_type, sizeof(cached_type));
 	return cached_id;
 }
 
-/* queue one delivery of body to the webhook; its id */
+/*
+ * Queue one delivery of body to the webhook; its id.  queue.c writes the
+ * row without SQL; a queue table with triggers gets the SQL INSERT, which
+ * fires them.
+ */
 static int64
 insert_one(int64 webhook_id, const char *event_type, const char *body)
 {
@@ -657,7 +638,16 @@ insert_one(int64 webhook_id, const char *event_type, const char *body)
 	Datum		args[3];
 	bool		isnull;
 	int			rc;
+	int64		id;
+	int			nestlevel;
 
+	if (wh_queue_insert(webhook_id, event_type, body, &id))
+	{
+		wh_announce_at_commit();
+		return id;
+	}
+
+	nestlevel = spi_begin();
 	if (plan_insert_one == NULL)
 		plan_insert_one = wh_keep_plan("INSERT INTO webhooks.deliveries (webhook_id, event_type, body) "
 										"VALUES ($1, $2, $3) RETURNING id",
@@ -668,8 +658,10 @@ insert_one(int64 webhook_id, const char *event_type, const char *body)
 	rc = SPI_execute_plan(plan_insert_one, args, NULL, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not enqueue a delivery: %s", SPI_result_code_string(rc));
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	spi_end(nestlevel);
 	wh_announce_at_commit();
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return id;
 }
 
 /*
@@ -684,6 +676,7 @@ insert_batch(int64 webhook_id, const char *event_type, StringInfo bodies, int n)
 	Oid			argtypes[4] = {INT8OID, TEXTOID, INT4OID, TEXTOID};
 	Datum		args[4];
 	int			rc;
+	int			nestlevel = spi_begin();
 
 	if (plan_insert_batch == NULL)
 		plan_insert_batch = wh_keep_plan("INSERT INTO webhooks.event_batches (webhook_id, event_type, events, bodies) "
@@ -697,6 +690,7 @@ insert_batch(int64 webhook_id, const char *event_type, StringInfo bodies, int n)
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not enqueue a batch of deliveries: %s", SPI_result_code_string(rc));
 	pfree(DatumGetPointer(args[3]));
+	spi_end(nestlevel);
 	wh_batches_at_commit();
 }
 
@@ -827,12 +821,7 @@ gather_event(int64 webhook_id, const WhEventType *et, StringInfo body)
 	g->n++;
 	/* (not while storing: a trigger on the queue tables gathers meanwhile) */
 	if ((g->n >= WH_BATCH_MAX_EVENTS || g->bodies.len >= WH_BATCH_MAX_BYTES) && !storing)
-	{
-		int			nestlevel = spi_begin();
-
 		store_group(g);
-		spi_end(nestlevel);
-	}
 }
 
 /* whether this transaction has gathered events not stored yet */
@@ -856,8 +845,6 @@ wh_store_gathered(int depth)
 	GatheredGroup **link = &gathered;
 	Oid			save_userid;
 	int			save_sec_context;
-	int			save_nestlevel = -1;
-	bool		connected = false;
 	bool		pushed_snapshot = false;
 
 	if (gathered == NULL || storing || !IsTransactionState())
@@ -874,16 +861,11 @@ wh_store_gathered(int depth)
 			continue;
 		}
 		*link = g->next;
-		if (!connected)
+		/* at PRE_COMMIT, or after SET CONSTRAINTS, no snapshot is set */
+		if (!ActiveSnapshotSet())
 		{
-			/* at PRE_COMMIT, or after SET CONSTRAINTS, no snapshot is set */
-			if (!ActiveSnapshotSet())
-			{
-				PushActiveSnapshot(GetTransactionSnapshot());
-				pushed_snapshot = true;
-			}
-			save_nestlevel = spi_begin();
-			connected = true;
+			PushActiveSnapshot(GetTransactionSnapshot());
+			pushed_snapshot = true;
 		}
 		SetUserIdAndSecContext(g->userid, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 		store_group(g);
@@ -891,12 +873,8 @@ wh_store_gathered(int depth)
 		pfree(g->bodies.data);
 		pfree(g);
 	}
-	if (connected)
-	{
-		spi_end(save_nestlevel);
-		if (pushed_snapshot)
-			PopActiveSnapshot();
-	}
+	if (pushed_snapshot)
+		PopActiveSnapshot();
 }
 
 /*
@@ -947,7 +925,6 @@ webhooks_emit(PG_FUNCTION_ARGS)
 	char	   *body;
 	int64		webhook_id;
 	int64		id;
-	int			nestlevel;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -960,16 +937,13 @@ webhooks_emit(PG_FUNCTION_ARGS)
 	et = lookup_event_type(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	body = wh_build_body(et, PG_GETARG_JSONB_P(1));
 
-	nestlevel = spi_begin();
 	webhook_id = active_webhook_id(et->name);
 	if (webhook_id == 0)
 	{
-		spi_end(nestlevel);
 		wh_count_unrouted(et, 1);
 		PG_RETURN_NULL();
 	}
 	id = insert_one(webhook_id, et->name, body);
-	spi_end(nestlevel);
 	PG_RETURN_INT64(id);
 }
 
@@ -1283,7 +1257,6 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 	Relation	rel;
 	ColumnMap	map;
 	int64		webhook_id;
-	int			nestlevel;
 	HeapTuple	rettuple = NULL;
 	Oid			save_userid;
 	int			save_sec_context;
@@ -1333,7 +1306,8 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 	 * every row, cost most of what the row trigger added to an INSERT).
 	 * What it reads and writes in schema webhooks it does as the function's
 	 * owner, the way PostgreSQL's foreign-key triggers act as the table's
-	 * owner, with search_path pg_catalog, pg_temp (spi_begin).  An error
+	 * owner: without SQL (queue.c), or with search_path pg_catalog, pg_temp
+	 * (spi_begin).  An error
 	 * aborts the (sub)transaction, which restores the user.
 	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
@@ -1345,12 +1319,7 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 		SetUserIdAndSecContext(cache->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 
 		rettuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
-		if (!active_webhook_cached(et->name, &webhook_id))
-		{
-			nestlevel = spi_begin();
-			webhook_id = active_webhook_id(et->name);
-			spi_end(nestlevel);
-		}
+		webhook_id = active_webhook_id(et->name);
 		if (webhook_id == 0)
 			wh_count_unrouted(et, 1);
 		else
@@ -1362,11 +1331,7 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 			if (wh_loaded_at_preload)
 				gather_event(webhook_id, et, &cache->body);
 			else
-			{
-				nestlevel = spi_begin();
 				(void) insert_one(webhook_id, et->name, cache->body.data);
-				spi_end(nestlevel);
-			}
 		}
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 		return PointerGetDatum(rettuple);
@@ -1385,7 +1350,6 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 					 errmsg("statement trigger \"%s\" on table \"%s\" needs a transition table",
 							trigger->tgname, RelationGetRelationName(rel)),
 					 errhint("Create it with REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT.")));
-		nestlevel = spi_begin();
 		webhook_id = active_webhook_id(et->name);
 		if (webhook_id == 0)
 			wh_count_unrouted(et, tuplestore_tuple_count(rows));
@@ -1430,7 +1394,6 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 			else if (n > 0)
 				insert_batch(webhook_id, et->name, &batch, n);
 		}
-		spi_end(nestlevel);
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 	}
 	return PointerGetDatum(rettuple);
