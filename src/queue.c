@@ -245,6 +245,12 @@ wh_queue_insert(int64 webhook_id, const char *event_type, const char *body, int6
 			slot->tts_values[i] = CStringGetTextDatum(event_type);
 		else if (attnum == insert_plan.att_body)
 			slot->tts_values[i] = CStringGetTextDatum(body);
+		else if (insert_plan.defaults[i] != NULL && IsA(insert_plan.defaults[i], Const))
+		{
+			/* 'pending', 0: no expression to run (the value lives in the plan's context) */
+			slot->tts_values[i] = ((Const *) insert_plan.defaults[i])->constvalue;
+			slot->tts_isnull[i] = ((Const *) insert_plan.defaults[i])->constisnull;
+		}
 		else if (insert_plan.defaults[i] != NULL)
 			slot->tts_values[i] = ExecEvalExprSwitchContext(ExecInitExpr(insert_plan.defaults[i], NULL),
 															econtext, &slot->tts_isnull[i]);

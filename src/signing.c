@@ -255,7 +255,11 @@ wh_new_msg_id(char *out)
 	u[8] = (u[8] & 0x3f) | 0x80;	/* variant 10 */
 	memcpy(out, "msg_", 4);
 	for (i = 0; i < 16; i++)
-		sprintf(out + 4 + 2 * i, "%02x", u[i]);
+	{
+		out[4 + 2 * i] = "0123456789abcdef"[u[i] >> 4];
+		out[5 + 2 * i] = "0123456789abcdef"[u[i] & 0x0f];
+	}
+	out[4 + 32] = '\0';
 }
 
 /*
