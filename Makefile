@@ -16,7 +16,7 @@ OBJS = \
 	src/worker.o
 
 EXTENSION = webhooks
-DATA = sql/webhooks--1.0.sql sql/webhooks--1.0--1.1.sql sql/webhooks--1.1--1.2.sql sql/webhooks--1.2--1.3.sql sql/webhooks--1.3--1.4.sql
+DATA = sql/webhooks--1.0.sql sql/webhooks--1.0--1.1.sql sql/webhooks--1.1--1.2.sql sql/webhooks--1.2--1.3.sql sql/webhooks--1.3--1.4.sql sql/webhooks--1.4--1.5.sql
 PGFILEDESC = "webhooks - signed, reliably delivered HTTPS webhooks"
 
 PG_CPPFLAGS = -I$(srcdir)/src

@@ -20,6 +20,15 @@ SELECT webhooks._sweep_orphans() AS swept;
 SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) < 10 * 3001 AS linear
   FROM pg_stat_xact_user_tables WHERE relid = 'webhooks.deliveries'::regclass;
 COMMIT;
+-- Drained, the queue keeps its pages (1.5: vacuum_truncate = false on the
+-- queue tables): VACUUM frees them for the next backlog instead of taking
+-- the ACCESS EXCLUSIVE lock that truncating needs
+SELECT pg_relation_size('webhooks.deliveries') AS backlog_size \gset
 DELETE FROM webhooks.deliveries;
+VACUUM webhooks.deliveries;
+SELECT pg_relation_size('webhooks.deliveries') = :backlog_size AS pages_kept,
+       :backlog_size > 8192 * 10 AS backlog_took_pages;
+SELECT relname, reloptions FROM pg_class
+ WHERE oid IN ('webhooks.deliveries'::regclass, 'webhooks.event_batches'::regclass) ORDER BY relname;
 DELETE FROM webhooks.webhooks WHERE name = 'plans';
 ALTER TABLE webhooks.deliveries RESET (autovacuum_enabled);

@@ -72,7 +72,7 @@ our @EXPORT =
   lit redact payload psql_error real
   sq poll poll_until worker_pid poll_worker_idle restart_worker wait_server_up
   set_settings log_since wait_log_count msg_of body_of secret_of emit
-  make_webhook deactivate waiting_ids upgrade_fixture most_at_once);
+  make_webhook deactivate waiting_ids upgrade_fixture most_at_once latest_version);
 
 # Directory of this file (the repository's test/), absolute.
 my $test_dir = File::Basename::dirname(Cwd::abs_path(__FILE__));
@@ -727,6 +727,26 @@ SQL
 		$rcv->add_secret(sq("SELECT secret FROM webhooks.webhooks WHERE name = '$w->[0]'"));
 	}
 	return;
+}
+
+=pod
+
+=item latest_version()
+
+The extension's current version: C<default_version> of F<webhooks.control>,
+what C<CREATE EXTENSION webhooks> installs and the library needs.
+
+=cut
+
+sub latest_version
+{
+	my $control = "$test_dir/../webhooks.control";
+	open(my $fh, '<', $control) or croak "cannot read $control: $!";
+	while (my $line = <$fh>)
+	{
+		return $1 if $line =~ /^default_version\s*=\s*'([^']+)'/;
+	}
+	croak "no default_version in $control";
 }
 
 =pod

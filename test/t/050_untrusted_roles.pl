@@ -495,7 +495,7 @@ delivered_ok('an event after the maintenance pass', 30, 504);
 # --- reinstall by the DBA, with the database's settings ----------------------
 dba("DROP EXTENSION webhooks CASCADE");
 dba("CREATE EXTENSION webhooks");
-is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"), '1.4', 'DROP/CREATE EXTENSION');
+is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"), latest_version(), 'DROP/CREATE EXTENSION');
 
 # --- the verdict -------------------------------------------------------------
 my %ran = map { split /\t/, $_, 2 }

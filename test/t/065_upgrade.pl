@@ -1,7 +1,7 @@
-# Updating a live 1.0 install to the current version, 1.4 (through 1.1, 1.2, 1.3;
+# Updating a live 1.0 install to the current version (through 1.1, 1.2, 1.3, 1.4;
 # ALTER EXTENSION webhooks UPDATE).
 #
-# The node preloads the 1.4 library and installs the extension at version
+# The node preloads the current library and installs the extension at version
 # 1.0: the worker refuses that schema, says so (with the hint to update) and
 # waits, so everything enqueued stays as a 1.0 install would have it.  The
 # database gets rows of every kind: active and inactive webhooks, one with a
@@ -28,19 +28,19 @@ use WebhooksTest;
 
 my $uuidv7 = qr/^msg_[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}$/;
 my $version_msg =
-  qr/webhooks worker: extension webhooks is at version 1\.0, this library needs 1\.4/;
+  qr/webhooks worker: extension webhooks is at version 1\.0, this library needs \Q${\ latest_version()}\E/;
 
 my $rcv = start_receiver();
 my $node = new_node('upgrade', no_extension => 1);
 
 ########################################################################
-# A 1.0 install under the 1.4 library: the worker waits
+# A 1.0 install under the current library: the worker waits
 ########################################################################
 my $offset = -s $node->logfile;
 sq("CREATE EXTENSION webhooks VERSION '1.0'");
 is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"), '1.0',
 	'the extension is installed at version 1.0');
-ok(wait_log_count($offset, $version_msg, 1, 30), 'the worker logs that the install is at 1.0 and it needs 1.4');
+ok(wait_log_count($offset, $version_msg, 1, 30), 'the worker logs that the install is at 1.0 and it needs ' . latest_version());
 like(log_since($offset),
 	qr/$version_msg\n.*HINT:\s+Run ALTER EXTENSION webhooks UPDATE in database "postgres"\./,
 	'with the hint to run ALTER EXTENSION webhooks UPDATE');
@@ -221,7 +221,7 @@ for my $line (split /\n/, $out)
 	my ($tag, $rest) = split /\|/, $line, 2;
 	push @{ $got{$tag} }, $rest;
 }
-is($got{version}[0], '1.4', 'extversion is 1.4');
+is($got{version}[0], latest_version(), 'extversion is ' . latest_version());
 is( join("\n", map { "snap|$_" } @{ $got{snap} }),
 	$before, 'no row lost or changed: counts and digests of every table (per state) are equal');
 note("before:\n$before");
@@ -412,7 +412,7 @@ SQL
 sq('CREATE DATABASE fresh');
 sq('CREATE EXTENSION webhooks', db => 'fresh');
 is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'", db => 'fresh'),
-	'1.4', 'a fresh CREATE EXTENSION installs 1.4');
+	latest_version(), 'a fresh CREATE EXTENSION installs ' . latest_version());
 # The history's time-range partitions depend on when each install made them
 # (the update makes them from its oldest moved row on): they are compared
 # by their shape below, not by name.

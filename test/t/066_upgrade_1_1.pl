@@ -26,8 +26,8 @@ my $offset = -s $node->logfile;
 sq("CREATE EXTENSION webhooks VERSION '1.1'");
 is(sq("SELECT extversion FROM pg_extension WHERE extname = 'webhooks'"), '1.1',
 	'the extension is installed at version 1.1');
-is(wait_log_count($offset, qr/extension webhooks is at version 1\.1, this library needs 1\.4/, 1, 30),
-	1, 'the worker logs that the install is at 1.1 and it needs 1.4');
+is(wait_log_count($offset, qr/extension webhooks is at version 1\.1, this library needs \Q${\ latest_version()}\E/, 1, 30),
+	1, 'the worker logs that the install is at 1.1 and it needs ' . latest_version());
 
 ########################################################################
 # Rows of every kind, as 1.1 leaves them
