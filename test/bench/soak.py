@@ -46,8 +46,13 @@ RECEIVER_URL = ENV["SOAK_RECEIVER_URL"]
 RECEIVER_LOG = ENV["SOAK_RECEIVER_LOG"]
 SINK_PID = int(ENV.get("SOAK_SINK_PID", "0") or 0)
 
-DB = "bench"
-CONNINFO = "host=%s port=5432 user=postgres dbname=%s" % (SOCK, DB)
+# the database the phases work in; the history phase alternates between two
+CUR = {"db": "bench"}
+FRESH_DB = "bench_fresh"
+
+
+def conninfo():
+    return "host=%s port=5432 user=postgres dbname=%s" % (SOCK, CUR["db"])
 HZ = os.sysconf("SC_CLK_TCK")
 BATCH = 1000                    # rows per INSERT statement (the issue's 1,000-row batches)
 
@@ -106,9 +111,9 @@ def verdict(ok):
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
 
-def psql(sql, check=True, db=DB):
+def psql(sql, check=True, db=None):
     r = subprocess.run([PSQL, "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1", "-h", SOCK, "-p", "5432",
-                        "-U", "postgres", "-d", db, "-c", sql], capture_output=True, text=True)
+                        "-U", "postgres", "-d", db or CUR["db"], "-c", sql], capture_output=True, text=True)
     if r.returncode != 0:
         if check:
             raise RuntimeError("psql failed: %s\n%s" % (sql, r.stderr))
@@ -117,7 +122,7 @@ def psql(sql, check=True, db=DB):
 
 
 def pgclient(*args):
-    r = subprocess.run([PGCLIENT, args[0], CONNINFO] + list(args[1:]), capture_output=True, text=True)
+    r = subprocess.run([PGCLIENT, args[0], conninfo()] + list(args[1:]), capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError("pgclient failed: %s" % r.stderr)
     return r.stdout
@@ -414,7 +419,7 @@ class CpuMark:
 def worker_pid(timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        p = psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker' AND datname = '%s'" % DB,
+        p = psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker' AND datname = '%s'" % CUR["db"],
                  check=False)
         if p:
             return int(p.splitlines()[0])
@@ -428,16 +433,14 @@ def set_retention(seconds):
     time.sleep(0.5)
 
 
-FIRST_INSTALL = [True]
 
 
 def fresh_install(retention):
     """A fresh install of the extension in the database (DROP EXTENSION ... CASCADE when
     it exists), the application table with the statement trigger, and three webhooks:
     EmailOpens -> nginx, EmailDeliveries -> lat_sink.py, EmailBounces -> the flaky target."""
-    if FIRST_INSTALL[0]:
-        psql("CREATE DATABASE %s" % DB, db="postgres")
-        FIRST_INSTALL[0] = False
+    if psql("SELECT count(*) FROM pg_database WHERE datname = '%s'" % CUR["db"], db="postgres") == "0":
+        psql("CREATE DATABASE %s" % CUR["db"], db="postgres")
     set_retention(retention)
     psql("DROP SCHEMA IF EXISTS app CASCADE")
     psql("DROP EXTENSION IF EXISTS webhooks CASCADE")
@@ -530,9 +533,9 @@ class Load:
         self.batch_out = open(os.path.join(TMP, "batches.out"), "w")
         self.emit_out = open(self.commits_path, "w")
         self.procs = [
-            subprocess.Popen([PGCLIENT, "stream", CONNINFO, str(self.batch_interval_ms), BATCH_SQL],
+            subprocess.Popen([PGCLIENT, "stream", conninfo(), str(self.batch_interval_ms), BATCH_SQL],
                              stdout=self.batch_out),
-            subprocess.Popen([PGCLIENT, "trickle", CONNINFO, str(EMIT_INTERVAL_MS),
+            subprocess.Popen([PGCLIENT, "trickle", conninfo(), str(EMIT_INTERVAL_MS),
                               EMIT_SQL.format(every=FLAKY_EVERY, base=self.base)], stdout=self.emit_out),
         ]
         self.t0 = time.time()
@@ -871,17 +874,18 @@ def stats_ms():
 
 
 def history_phase(sinks, res):
+    """Peak throughput on a fresh install and with HISTORY_ROWS rows of history, in two
+    databases of the same server (each with its worker), runs alternating between them so
+    that neither gets the machine's better minutes or the other's earlier drains."""
     log("\n== history: peak and webhook_stats, fresh install vs %d rows of history (log_retention %s) ==" % (
         HISTORY_ROWS, guc_duration(HISTORY_RETENTION)))
+    log("  database %s: fresh install; database %s: with history; runs alternate" % (FRESH_DB, CUR["db"]))
+    home = CUR["db"]
+    CUR["db"] = FRESH_DB
+    fresh_install(HISTORY_RETENTION)
+    CUR["db"] = home
     fresh_install(HISTORY_RETENTION)
     log("  schema: " + SCHEMA.describe())
-    fresh, with_h = [], []
-    for i in range(HISTORY_RUNS):
-        p = peak(sinks)
-        fresh.append(p["per_s"])
-        log("  fresh install, run %d: %.0f deliveries/s (drain %.2f s)" % (i + 1, p["per_s"], p["drain_s"]))
-    st_fresh = stats_ms()
-    log("  fresh install: SELECT * FROM webhooks.webhook_stats: %s ms" % ["%.1f" % x for x in st_fresh])
     table, secs = insert_history(HISTORY_ROWS, HISTORY_RETENTION)
     t = time.time()
     psql("VACUUM ANALYZE")
@@ -891,12 +895,22 @@ def history_phase(sinks, res):
     rels = relations()
     totals = top_totals(rels)
     log("  sizes now: " + ", ".join("%s %.0f MB" % (k, v / 1048576.0) for k, v in sorted(totals.items())))
+    fresh, with_h = [], []
     for i in range(HISTORY_RUNS):
-        p = peak(sinks)
-        with_h.append(p["per_s"])
-        log("  with history, run %d: %.0f deliveries/s (drain %.2f s)" % (i + 1, p["per_s"], p["drain_s"]))
+        # the fresh one first in odd runs, second in even ones
+        order = [(FRESH_DB, fresh, "fresh install"), (home, with_h, "with history")]
+        for db, into, what in (order if i % 2 == 0 else order[::-1]):
+            CUR["db"] = db
+            p = peak(sinks)
+            into.append(p["per_s"])
+            log("  %s, run %d: %.0f deliveries/s (drain %.2f s)" % (what, i + 1, p["per_s"], p["drain_s"]))
+    CUR["db"] = FRESH_DB
+    st_fresh = stats_ms()
+    log("  fresh install: SELECT * FROM webhooks.webhook_stats: %s ms" % ["%.1f" % x for x in st_fresh])
+    CUR["db"] = home
     st_hist = stats_ms()
     log("  with history: SELECT * FROM webhooks.webhook_stats: %s ms" % ["%.1f" % x for x in st_hist])
+    psql("DROP DATABASE %s WITH (FORCE)" % FRESH_DB, db="postgres")
     a, b = med(fresh), med(with_h)
     say("")
     say("== history: %d rows of history (%s, spread over log_retention %s) ==" % (
@@ -953,7 +967,7 @@ def snapshot_phase(sinks, res):
         time.sleep(max(0.0, t_end - time.time()))
         el = time.time() - t0
         if snap is None and opened_at is None and el >= t_open:
-            snap = subprocess.Popen([PSQL, "-X", "-q", "-h", SOCK, "-p", "5432", "-U", "postgres", "-d", DB],
+            snap = subprocess.Popen([PSQL, "-X", "-q", "-h", SOCK, "-p", "5432", "-U", "postgres", "-d", CUR["db"]],
                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
             snap.stdin.write("BEGIN ISOLATION LEVEL REPEATABLE READ;\nSELECT count(*) FROM webhooks.deliveries;\n")
             snap.stdin.flush()

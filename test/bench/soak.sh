@@ -28,10 +28,14 @@
 #             one row per relation in relations.csv; at the end soak.png
 #             (gnuplot) and the verdicts on the issue's targets.
 #   history   peak throughput and SELECT * FROM webhooks.webhook_stats on a
-#             fresh install, then with SOAK_HISTORY_ROWS rows of history
-#             inserted directly (webhooks.delivery_history when it exists,
-#             else delivered/dead rows of webhooks.deliveries), spread over
-#             SOAK_HISTORY_RETENTION (the retention set for this phase)
+#             fresh install (database bench_fresh) and with SOAK_HISTORY_ROWS
+#             rows of history (database bench) inserted directly
+#             (webhooks.delivery_history when it exists, else delivered/dead
+#             rows of webhooks.deliveries), spread over SOAK_HISTORY_RETENTION
+#             (the retention set for this phase); each database has its
+#             worker, and the runs alternate between them (fresh first in odd
+#             runs, second in even ones), so neither side gets the machine's
+#             better minutes or drains the other has already run
 #   snapshot  the same steady load; a REPEATABLE READ transaction that has
 #             read the queue holds its snapshot for SOAK_SNAPSHOT_MINUTES,
 #             then commits; throughput every 10 s around it (snapshot.csv,
@@ -155,6 +159,7 @@ echo "nginx $(nginx -v 2>&1 | sed 's/.*\///') on https://127.0.0.1:$nginx_port/ 
 start_receiver "latency sink" sink "$here/lat_sink.py" --log "$tmp/sink.jsonl"
 
 start_cluster "webhooks soak" "webhooks.database_name = 'bench'
+webhooks.databases = 'bench, bench_fresh'
 webhooks.ca_file = '$tmp/certs/ca.crt'
 webhooks.allow_private_targets = on
 webhooks.retry_schedule = '250ms, 1s, 5s'
