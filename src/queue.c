@@ -15,8 +15,9 @@
  * of the table: column defaults (the identity, the webhook-id), NOT NULL
  * and CHECK constraints (a constraint an administrator adds too), and the
  * indexes.  A table with triggers, which that routine would fire without
- * the surrounding trigger machinery, or with generated columns takes the
- * SQL path instead (wh_queue_insert returns false).
+ * the surrounding trigger machinery, or with row-level security or
+ * generated columns takes the SQL path instead (wh_queue_insert returns
+ * false).
  *
  * No name is resolved through search_path: the schema and the relations
  * are looked up by name in schema webhooks, the defaults are the stored
@@ -201,8 +202,8 @@ insert_plan_build(Relation rel)
  * Insert one pending delivery of body to the webhook into
  * webhooks.deliveries; every other column takes its default.  Sets *id to
  * the delivery's id and returns true, or returns false without doing
- * anything when the table has triggers or generated columns (the caller
- * then uses SQL).
+ * anything when the table has triggers, row-level security or generated
+ * columns (the caller then uses SQL).
  */
 bool
 wh_queue_insert(int64 webhook_id, const char *event_type, const char *body, int64 *id)
@@ -215,7 +216,9 @@ wh_queue_insert(int64 webhook_id, const char *event_type, const char *body, int6
 	TupleTableSlot *slot;
 	MemoryContext old;
 
-	if (rel->trigdesc != NULL || (desc->constr != NULL && wh_has_generated(desc->constr)))
+	/* what ExecSimpleRelationInsert would not honour: the SQL INSERT does */
+	if (rel->trigdesc != NULL || rel->rd_rel->relrowsecurity ||
+		(desc->constr != NULL && wh_has_generated(desc->constr)))
 	{
 		table_close(rel, NoLock);
 		return false;
