@@ -63,6 +63,9 @@ TARGET_SINGLE_RATIO = 1.15     # single-row INSERT per transaction (pgbench), ro
 PGBENCH = os.path.join(os.path.dirname(PSQL), "pgbench")
 PGBENCH_SECONDS = int(ENV.get("PGBENCH_SECONDS", "20"))
 PGBENCH_CLIENTS = int(ENV.get("PGBENCH_CLIENTS", "4"))
+# times each 100,000-row INSERT is repeated per run (plain, statement, row in turn): one
+# INSERT takes 0.2-0.5 s, which this machine's noise moves by tens of per cent
+ENQ_REPS = int(ENV.get("ENQ_REPS", "5"))
 
 
 def log(*a):
@@ -678,19 +681,25 @@ def pgbench_tps(table):
     return float(m.group(1))
 
 
-def enqueue_run():
-    times = {}
-    for table in ("plain", "stmt", "row"):
-        truncate_queue("app.enq_" + table)
-        psql("CHECKPOINT")
-        times[table] = float(pgclient("time", INSERT_SQL.format(table="app.enq_" + table, n=EVENTS)))
-        if table != "plain":
-            queued = queued_events()
-            if queued != EVENTS:
-                log("  WARNING: the %s trigger queued %d deliveries, not %d" % (table, queued, EVENTS))
-    # single-row INSERTs per transaction: plain table, then row trigger
+def enqueue_run(run=0):
+    """The 100,000-row INSERT into the plain table, under the statement trigger and under
+    the row trigger, ENQ_REPS times in turn (medians); then single-row INSERTs with
+    pgbench, plain and row trigger, in the order of the run's parity (plain first in odd
+    runs) so that drift during the run does not always favour the same side."""
+    reps = {table: [] for table in ("plain", "stmt", "row")}
+    for _ in range(ENQ_REPS):
+        for table in ("plain", "stmt", "row"):
+            truncate_queue("app.enq_" + table)
+            psql("CHECKPOINT")
+            reps[table].append(float(pgclient("time", INSERT_SQL.format(table="app.enq_" + table, n=EVENTS))))
+            if table != "plain":
+                queued = queued_events()
+                if queued != EVENTS:
+                    log("  WARNING: the %s trigger queued %d deliveries, not %d" % (table, queued, EVENTS))
+    times = {table: med(v) for table, v in reps.items()}
+    # single-row INSERTs per transaction: plain table and row trigger
     tps = {}
-    for table in ("plain", "row"):
+    for table in (("plain", "row") if run % 2 == 0 else ("row", "plain")):
         truncate_queue("app.enq_" + table)
         psql("CHECKPOINT")
         tps[table] = pgbench_tps(table)
@@ -705,6 +714,7 @@ def enqueue_run():
         "single_plain_tps": round(tps["plain"], 1), "single_row_tps": round(tps["row"], 1),
         # time per transaction, row trigger / plain
         "single_ratio": round(tps["plain"] / tps["row"], 3),
+        "reps_ms": {table: [round(x, 1) for x in v] for table, v in reps.items()},
     }
 
 
@@ -976,12 +986,14 @@ def main():
     set_gucs(enabled="off")
     mark = cpu_mark()
     for i in range(RUNS if "enqueue" in SECTIONS else 0):
-        r = enqueue_run()
+        r = enqueue_run(i)
         res["enqueue"].append(r)
-        log("  run %d: plain %.0f ms, statement trigger %.0f ms (x%.2f), row trigger %.0f ms (x%.2f);"
-            " single-row INSERTs (pgbench -c%d -T%d): plain %.0f tps, row trigger %.0f tps (x%.3f)"
-            % (i + 1, r["plain_ms"], r["stmt_ms"], r["stmt_ratio"], r["row_ms"], r["row_ratio"],
-               PGBENCH_CLIENTS, PGBENCH_SECONDS, r["single_plain_tps"], r["single_row_tps"], r["single_ratio"]))
+        log("  run %d: plain %.0f ms, statement trigger %.0f ms (x%.2f), row trigger %.0f ms (x%.2f)"
+            " (medians of %d: %s);" % (i + 1, r["plain_ms"], r["stmt_ms"], r["stmt_ratio"], r["row_ms"],
+                                       r["row_ratio"], ENQ_REPS, r["reps_ms"]))
+        log("    "
+            "single-row INSERTs (pgbench -c%d -T%d): plain %.0f tps, row trigger %.0f tps (x%.3f)"
+            % (PGBENCH_CLIENTS, PGBENCH_SECONDS, r["single_plain_tps"], r["single_row_tps"], r["single_ratio"]))
     foreign_report(res, "enqueue", mark)
     reset_gucs("enabled")
     if "enqueue" in SECTIONS:

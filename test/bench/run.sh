@@ -32,7 +32,8 @@
 #      receiver (lat_sink.py) and to an HTTP/2 one (nginx), alone and while
 #      another webhook's endpoint takes 3 s per request (about 20 in flight)
 #   4. enqueue cost: INSERT of 100,000 rows under the statement trigger and
-#      under the row trigger, vs the same INSERT without trigger
+#      under the row trigger, vs the same INSERT without trigger (each
+#      ENQ_REPS (5) times in turn per run, medians)
 #      (webhooks.enabled = off, a webhook active for the event type); and
 #      single-row INSERTs, one per transaction, with pgbench (PGBENCH_CLIENTS
 #      4, PGBENCH_SECONDS 20): the plain table's tps vs the row trigger's
@@ -56,7 +57,7 @@
 # BENCH_CMD (run this instead of bench.py in the set-up, e.g. BENCH_CMD=bash),
 # EXTRA_CONF (lines added to postgresql.conf, e.g. EXTRA_CONF="webhooks.http2 = off"),
 # SECTIONS ("throughput wrk latency enqueue fairness": run only some),
-# PGBENCH_CLIENTS (4), PGBENCH_SECONDS (20) (section 4),
+# PGBENCH_CLIENTS (4), PGBENCH_SECONDS (20), ENQ_REPS (5) (section 4),
 # FAIR_SLOW_MS, FAIR_SLOW_EVENTS, FAIR_WINDOW_S, FAIR_INTERVAL_MS (section 5),
 # PERF_DIR (a directory: perf record -g of the worker during each drain; with
 # PERF_STAT="event,..." perf stat of those events instead).

@@ -167,6 +167,8 @@ webhooks.log_retention = '${SOAK_RETENTION:-3min}'
 shared_buffers = 512MB
 max_wal_size = 8GB
 checkpoint_timeout = 30min
+log_autovacuum_min_duration = 0
+log_checkpoints = on
 ${EXTRA_CONF:-}"
 echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') in $tmp/data (fsync and synchronous_commit on, shared_buffers 512MB)"
 
