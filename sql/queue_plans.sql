@@ -28,7 +28,8 @@ DELETE FROM webhooks.deliveries;
 VACUUM webhooks.deliveries;
 SELECT pg_relation_size('webhooks.deliveries') = :backlog_size AS pages_kept,
        :backlog_size > 8192 * 10 AS backlog_took_pages;
-SELECT relname, reloptions FROM pg_class
- WHERE oid IN ('webhooks.deliveries'::regclass, 'webhooks.event_batches'::regclass) ORDER BY relname;
+SELECT c.relname, c.reloptions, t.reloptions AS toast_reloptions
+  FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid
+ WHERE c.oid IN ('webhooks.deliveries'::regclass, 'webhooks.event_batches'::regclass) ORDER BY c.relname;
 DELETE FROM webhooks.webhooks WHERE name = 'plans';
 ALTER TABLE webhooks.deliveries RESET (autovacuum_enabled);

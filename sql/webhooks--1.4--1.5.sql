@@ -9,5 +9,7 @@
 
 \echo Use "ALTER EXTENSION webhooks UPDATE" to load this file. \quit
 
-ALTER TABLE webhooks.deliveries SET (vacuum_truncate = false);
-ALTER TABLE webhooks.event_batches SET (vacuum_truncate = false);
+-- (their TOAST tables too: a batch's bodies live there, and a truncated
+-- TOAST table locks out the worker's split of the batches)
+ALTER TABLE webhooks.deliveries SET (vacuum_truncate = false, toast.vacuum_truncate = false);
+ALTER TABLE webhooks.event_batches SET (vacuum_truncate = false, toast.vacuum_truncate = false);

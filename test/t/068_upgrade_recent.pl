@@ -36,8 +36,9 @@ SELECT 'logs', count(*), md5(coalesce(string_agg(id || error_content || outcome,
 SELECT 'webhooks', count(*), md5(string_agg(id || name || event_type || target_url || is_active || secret, ',' ORDER BY id))
   FROM webhooks.webhooks;
 SQL
-my $storage_sql = "SELECT relname, reloptions FROM pg_class
-  WHERE oid IN ('webhooks.deliveries'::regclass, 'webhooks.event_batches'::regclass) ORDER BY relname";
+my $storage_sql = "SELECT c.relname, c.reloptions, t.reloptions
+  FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid
+  WHERE c.oid IN ('webhooks.deliveries'::regclass, 'webhooks.event_batches'::regclass) ORDER BY c.relname";
 
 for my $from ('1.3', '1.4')
 {
@@ -52,7 +53,7 @@ for my $from ('1.3', '1.4')
 		"the worker logs that the install is at $from and it needs $latest");
 	poll("SELECT query LIKE 'waiting for ALTER EXTENSION webhooks UPDATE%' FROM pg_stat_activity
 	       WHERE backend_type = 'webhooks worker'", 'and waits in pg_stat_activity', 30);
-	is(sq($storage_sql), "deliveries|\nevent_batches|", "$from: the queue tables have no storage options");
+	is(sq($storage_sql), "deliveries||\nevent_batches||", "$from: the queue tables have no storage options");
 
 	####################################################################
 	# live rows, as this version leaves them
@@ -82,8 +83,9 @@ for my $from ('1.3', '1.4')
 	is($version, $latest, "$from: extversion is $latest");
 	is($after, $before, "$from: the update changes no row of the queue, the batches, the log or the webhooks");
 	is( sq($storage_sql),
-		"deliveries|{vacuum_truncate=false}\nevent_batches|{vacuum_truncate=false}",
-		"$from: autovacuum no longer truncates the queue tables");
+		"deliveries|{vacuum_truncate=false}|{vacuum_truncate=false}\n"
+		  . "event_batches|{vacuum_truncate=false}|{vacuum_truncate=false}",
+		"$from: autovacuum no longer truncates the queue tables or their TOAST tables");
 
 	is(wait_log_count($offset, qr/webhooks worker: serving database "postgres"/, 1, 30),
 		1, "$from: the worker serves the updated install");
