@@ -594,31 +594,16 @@ static char cached_type[64];
 static int64 cached_id = 0;
 
 /*
- * The active webhook for an event type from the cache, when the current
- * command already looked it up: a multi-row INSERT with a row trigger asks
- * once, without even connecting to SPI for the other rows.
- */
-static bool
-active_webhook_cached(const char *event_type, int64 *webhook_id)
-{
-	if (cached_lxid != wh_my_lxid() || cached_cid != GetCurrentCommandId(false) ||
-		strcmp(cached_type, event_type) != 0)
-		return false;
-	*webhook_id = cached_id;
-	return true;
-}
-
-/*
  * The active webhook for an event type, or 0 (queue.c reads it without
- * SQL).  Cached for the rest of the current command.
+ * SQL).  Cached for the rest of the current command: a multi-row INSERT
+ * with a row trigger asks once.
  */
 static int64
 active_webhook_id(const char *event_type)
 {
-	int64		id;
-
-	if (active_webhook_cached(event_type, &id))
-		return id;
+	if (cached_lxid == wh_my_lxid() && cached_cid == GetCurrentCommandId(false) &&
+		strcmp(cached_type, event_type) == 0)
+		return cached_id;
 	cached_id = wh_queue_active_webhook(event_type);
 	cached_lxid = wh_my_lxid();
 	cached_cid = GetCurrentCommandId(false);
@@ -628,8 +613,8 @@ active_webhook_id(const char *event_type)
 
 /*
  * Queue one delivery of body to the webhook; its id.  queue.c writes the
- * row without SQL; a queue table with triggers gets the SQL INSERT, which
- * fires them.
+ * row without SQL; a queue table with triggers (or row-level security, or
+ * generated columns) gets the SQL INSERT, which honours them.
  */
 static int64
 insert_one(int64 webhook_id, const char *event_type, const char *body)
@@ -1307,8 +1292,8 @@ webhooks_enqueue_event(PG_FUNCTION_ARGS)
 	 * What it reads and writes in schema webhooks it does as the function's
 	 * owner, the way PostgreSQL's foreign-key triggers act as the table's
 	 * owner: without SQL (queue.c), or with search_path pg_catalog, pg_temp
-	 * (spi_begin).  An error
-	 * aborts the (sub)transaction, which restores the user.
+	 * (spi_begin).  An error aborts the (sub)transaction, which restores
+	 * the user.
 	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 

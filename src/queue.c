@@ -50,11 +50,11 @@
 #include "compat.h"
 #include "queue.h"
 
-/* a relation (or index) of schema webhooks by name; InvalidOid if absent */
+/* the extension's schema, where its relations are looked up by name */
 static Oid
-webhooks_relid(const char *name)
+webhooks_nsp(void)
 {
-	return get_relname_relid(name, get_namespace_oid("webhooks", false));
+	return get_namespace_oid("webhooks", false);
 }
 
 /* a column's number by name; an error if the table has no such column */
@@ -90,8 +90,9 @@ reading_snapshot(void)
 int64
 wh_queue_active_webhook(const char *event_type)
 {
-	Relation	rel = table_open(webhooks_relid("webhooks"), AccessShareLock);
-	Oid			indexid = webhooks_relid("webhooks_one_active_per_event_type");
+	Oid			nsp = webhooks_nsp();
+	Relation	rel = table_open(get_relname_relid("webhooks", nsp), AccessShareLock);
+	Oid			indexid = get_relname_relid("webhooks_one_active_per_event_type", nsp);
 	AttrNumber	att_id = column_number(rel, "id");
 	AttrNumber	att_active = column_number(rel, "is_active");
 	ScanKeyData key;
@@ -137,7 +138,6 @@ typedef struct InsertPlan
 	AttrNumber	att_webhook;
 	AttrNumber	att_type;
 	AttrNumber	att_body;
-	int			natts;
 	Expr	  **defaults;		/* per column; NULL: supplied, or none */
 	int			ncheck;
 	Expr	  **checks;			/* per CHECK constraint; NULL: not enforced */
@@ -176,7 +176,6 @@ insert_plan_build(Relation rel)
 	insert_plan.att_body = column_number(rel, "body");
 
 	old = MemoryContextSwitchTo(insert_plan.cxt);
-	insert_plan.natts = desc->natts;
 	insert_plan.defaults = palloc0(sizeof(Expr *) * desc->natts);
 	for (int i = 0; i < desc->natts; i++)
 	{
@@ -208,7 +207,7 @@ insert_plan_build(Relation rel)
 bool
 wh_queue_insert(int64 webhook_id, const char *event_type, const char *body, int64 *id)
 {
-	Relation	rel = table_open(webhooks_relid("deliveries"), RowExclusiveLock);
+	Relation	rel = table_open(get_relname_relid("deliveries", webhooks_nsp()), RowExclusiveLock);
 	TupleDesc	desc = RelationGetDescr(rel);
 	EState	   *estate;
 	ExprContext *econtext;

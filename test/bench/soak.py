@@ -53,6 +53,8 @@ FRESH_DB = "bench_fresh"
 
 def conninfo():
     return "host=%s port=5432 user=postgres dbname=%s" % (SOCK, CUR["db"])
+
+
 HZ = os.sysconf("SC_CLK_TCK")
 BATCH = 1000                    # rows per INSERT statement (the 1,000-row batches)
 
@@ -431,8 +433,6 @@ def set_retention(seconds):
     psql("ALTER SYSTEM SET webhooks.log_retention = '%s'" % guc_duration(seconds))
     psql("SELECT pg_reload_conf()")
     time.sleep(0.5)
-
-
 
 
 def fresh_install(retention):
