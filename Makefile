@@ -16,7 +16,7 @@ OBJS = \
 	src/worker.o
 
 EXTENSION = webhooks
-DATA = sql/webhooks--1.0.sql sql/webhooks--1.0--1.1.sql sql/webhooks--1.1--1.2.sql sql/webhooks--1.2--1.3.sql sql/webhooks--1.3--1.4.sql sql/webhooks--1.4--1.5.sql
+DATA = sql/webhooks--1.0.sql sql/webhooks--1.0--1.1.sql sql/webhooks--1.1--1.2.sql sql/webhooks--1.2--1.3.sql sql/webhooks--1.3--1.4.sql sql/webhooks--1.4--1.5.sql sql/webhooks--1.5--1.6.sql
 PGFILEDESC = "webhooks - signed, reliably delivered HTTPS webhooks"
 
 PG_CPPFLAGS = -I$(srcdir)/src
@@ -28,7 +28,7 @@ REGRESS = schema url_validation wizard_errors emit trigger unrouted_events event
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(srcdir)/test/regress.conf
 
 # isolation specs live in test/specs, their outputs in test/expected
-ISOLATION = activation_race record_lease activation_split activation_record orphan_sweep prune_redeliver activation_redeliver activation_claim
+ISOLATION = activation_race record_lease activation_split activation_record orphan_sweep prune_redeliver activation_redeliver activation_claim route_cache
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/regress.conf
 
 TAP_TESTS = 1

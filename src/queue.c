@@ -35,7 +35,10 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_trigger.h"
+#include "commands/trigger.h"
 #include "executor/executor.h"
+#include "fmgr.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
@@ -83,26 +86,135 @@ reading_snapshot(void)
 }
 
 /*
+ * Routes kept across transactions.  A single-row INSERT per transaction
+ * used to look the active webhook up for every transaction (the index scan
+ * on webhooks.webhooks was about 3 % of such a transaction's CPU).  Since
+ * 1.6 a statement trigger on webhooks.webhooks (webhooks_routes_changed,
+ * ENABLE ALWAYS) sends a relcache invalidation of that table whenever a
+ * statement writes to it, so a route read once stays valid in every backend
+ * until its invalidation arrives, the way PostgreSQL's catalog caches stay
+ * valid: the invalidation is processed at the start of the next transaction
+ * (or the next lock taken), and locally at the end of the command that
+ * changed the table, or at its rollback.  Such a route is read with a fresh
+ * snapshot, as catalog lookups are (the latest committed webhooks, and this
+ * transaction's own earlier changes).  Without that trigger (a database
+ * still on 1.5, or the trigger disabled) nothing is kept across commands:
+ * the statement's snapshot decides, as before.
+ */
+#define WH_ROUTES_MAX 32
+#define WH_ROUTE_NAME_LEN 64
+
+typedef struct Route
+{
+	char		event_type[WH_ROUTE_NAME_LEN];
+	int64		webhook_id;		/* 0: no active webhook */
+} Route;
+
+static Route routes[WH_ROUTES_MAX];
+static int	nroutes = 0;
+static Oid	routes_relid = InvalidOid;	/* webhooks.webhooks, while routes are kept */
+static uint64 routes_invalidations = 0;
+
+static void insert_plan_forget(Oid relid);
+
+/* an invalidation of webhooks.webhooks, of webhooks.deliveries, or of every relation */
+static void
+queue_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == routes_relid)
+	{
+		nroutes = 0;
+		routes_relid = InvalidOid;
+		routes_invalidations++;
+	}
+	insert_plan_forget(relid);
+}
+
+static void
+register_relcache_callback(void)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		CacheRegisterRelcacheCallback(queue_relcache_callback, (Datum) 0);
+		registered = true;
+	}
+}
+
+/* whether rel (webhooks.webhooks) has the enabled trigger that invalidates kept routes */
+static bool
+routes_can_be_kept(Relation rel)
+{
+	TriggerDesc *trigdesc = rel->trigdesc;
+
+	if (trigdesc == NULL)
+		return false;
+	for (int i = 0; i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if (strcmp(t->tgname, "webhooks_routes_changed") == 0)
+			return t->tgenabled == TRIGGER_FIRES_ALWAYS &&
+				TRIGGER_FOR_INSERT(t->tgtype) && TRIGGER_FOR_UPDATE(t->tgtype) &&
+				TRIGGER_FOR_DELETE(t->tgtype) && TRIGGER_FOR_TRUNCATE(t->tgtype);
+	}
+	return false;
+}
+
+/* webhooks._route_kept(event_type): whether this backend keeps its route (tests) */
+PG_FUNCTION_INFO_V1(webhooks_route_kept);
+Datum
+webhooks_route_kept(PG_FUNCTION_ARGS)
+{
+	char	   *event_type = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	for (int i = 0; i < nroutes; i++)
+		if (strcmp(routes[i].event_type, event_type) == 0)
+			PG_RETURN_BOOL(true);
+	PG_RETURN_BOOL(false);
+}
+
+/*
  * The id of the active webhook for an event type, or 0: the row the
  * partial unique index webhooks_one_active_per_event_type holds (at most
- * one), seen with the statement's snapshot.
+ * one); a kept route when there is one (see above).
  */
 int64
 wh_queue_active_webhook(const char *event_type)
 {
-	Oid			nsp = webhooks_nsp();
-	Relation	rel = table_open(get_relname_relid("webhooks", nsp), AccessShareLock);
-	Oid			indexid = get_relname_relid("webhooks_one_active_per_event_type", nsp);
-	AttrNumber	att_id = column_number(rel, "id");
-	AttrNumber	att_active = column_number(rel, "is_active");
+	Oid			nsp;
+	Relation	rel;
+	Oid			indexid;
+	AttrNumber	att_id;
+	AttrNumber	att_active;
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tup;
 	int64		id = 0;
+	bool		keep;
+	uint64		invalidations;
+	Snapshot	snapshot;
+
+	for (int i = 0; i < nroutes; i++)
+		if (strcmp(routes[i].event_type, event_type) == 0)
+			return routes[i].webhook_id;
+
+	register_relcache_callback();
+	nsp = webhooks_nsp();
+	/* (the lock makes this backend read the invalidations sent so far) */
+	rel = table_open(get_relname_relid("webhooks", nsp), AccessShareLock);
+	indexid = get_relname_relid("webhooks_one_active_per_event_type", nsp);
+	att_id = column_number(rel, "id");
+	att_active = column_number(rel, "is_active");
+	keep = routes_can_be_kept(rel) && strlen(event_type) < WH_ROUTE_NAME_LEN;
+	/* an invalidation read while scanning (the index's lock) voids the answer for keeping */
+	invalidations = routes_invalidations;
+	snapshot = keep ? RegisterSnapshot(GetLatestSnapshot()) : reading_snapshot();
 
 	ScanKeyInit(&key, column_number(rel, "event_type"), BTEqualStrategyNumber,
 				F_TEXTEQ, CStringGetTextDatum(event_type));
-	scan = systable_beginscan(rel, indexid, OidIsValid(indexid), reading_snapshot(), 1, &key);
+	scan = systable_beginscan(rel, indexid, OidIsValid(indexid), snapshot, 1, &key);
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		bool		isnull;
@@ -115,8 +227,36 @@ wh_queue_active_webhook(const char *event_type)
 		}
 	}
 	systable_endscan(scan);
+	if (keep)
+	{
+		UnregisterSnapshot(snapshot);
+		if (routes_relid != RelationGetRelid(rel))
+			nroutes = 0;
+		if (invalidations == routes_invalidations && nroutes < WH_ROUTES_MAX)
+		{
+			strlcpy(routes[nroutes].event_type, event_type, WH_ROUTE_NAME_LEN);
+			routes[nroutes].webhook_id = id;
+			nroutes++;
+			routes_relid = RelationGetRelid(rel);
+		}
+	}
 	table_close(rel, NoLock);
 	return id;
+}
+
+/* webhooks._routes_changed(): the statement trigger on webhooks.webhooks (see above) */
+PG_FUNCTION_INFO_V1(webhooks_routes_changed);
+Datum
+webhooks_routes_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("webhooks._routes_changed() must be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
 }
 
 /*
@@ -146,7 +286,7 @@ typedef struct InsertPlan
 static InsertPlan insert_plan;
 
 static void
-insert_plan_invalidate(Datum arg, Oid relid)
+insert_plan_forget(Oid relid)
 {
 	if (relid == InvalidOid || relid == insert_plan.relid)
 		insert_plan.valid = false;
@@ -164,7 +304,7 @@ insert_plan_build(Relation rel)
 	{
 		insert_plan.cxt = AllocSetContextCreate(CacheMemoryContext, "webhooks queue insert",
 												ALLOCSET_SMALL_SIZES);
-		CacheRegisterRelcacheCallback(insert_plan_invalidate, (Datum) 0);
+		register_relcache_callback();
 	}
 	MemoryContextReset(insert_plan.cxt);
 	/* an invalidation arriving while this runs makes the next call plan again */

@@ -27,7 +27,7 @@
 #include "storage/lwlock.h"
 
 /* the extension version (schema) this library is written for */
-#define WEBHOOKS_VERSION "1.5"
+#define WEBHOOKS_VERSION "1.6"
 #define WEBHOOKS_USER_AGENT "webhooks/" WEBHOOKS_VERSION " (PostgreSQL extension)"
 
 /* ---- settings ---- */

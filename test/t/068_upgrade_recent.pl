@@ -1,7 +1,8 @@
-# Updating a live 1.3 and a live 1.4 install to the current version
+# Updating a live 1.3, 1.4 and 1.5 install to the current version
 # (ALTER EXTENSION webhooks UPDATE).  1.4 adds webhooks.workers(); 1.5 stops
-# autovacuum from truncating the queue tables (vacuum_truncate = false).
-# Neither changes a row.
+# autovacuum from truncating the queue tables (vacuum_truncate = false); 1.6
+# adds the trigger that lets sessions keep routes across transactions.  None
+# changes a row.
 #
 # For each of them in turn: the node (preloading the current library)
 # installs the extension at that version, and the worker waits and says why.
@@ -40,7 +41,7 @@ my $storage_sql = "SELECT c.relname, c.reloptions, t.reloptions
   FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid
   WHERE c.oid IN ('webhooks.deliveries'::regclass, 'webhooks.event_batches'::regclass) ORDER BY c.relname";
 
-for my $from ('1.3', '1.4')
+for my $from ('1.3', '1.4', '1.5')
 {
 	(my $from_re = $from) =~ s/\./\\./g;
 	my $offset = -s $node->logfile;
@@ -53,7 +54,8 @@ for my $from ('1.3', '1.4')
 		"the worker logs that the install is at $from and it needs $latest");
 	poll("SELECT query LIKE 'waiting for ALTER EXTENSION webhooks UPDATE%' FROM pg_stat_activity
 	       WHERE backend_type = 'webhooks worker'", 'and waits in pg_stat_activity', 30);
-	is(sq($storage_sql), "deliveries||\nevent_batches||", "$from: the queue tables have no storage options");
+	is(sq($storage_sql), "deliveries||\nevent_batches||", "$from: the queue tables have no storage options")
+	  if $from lt '1.5';
 
 	####################################################################
 	# live rows, as this version leaves them
@@ -86,6 +88,9 @@ for my $from ('1.3', '1.4')
 		"deliveries|{vacuum_truncate=false}|{vacuum_truncate=false}\n"
 		  . "event_batches|{vacuum_truncate=false}|{vacuum_truncate=false}",
 		"$from: autovacuum no longer truncates the queue tables or their TOAST tables");
+	is(sq("SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'webhooks.webhooks'::regclass
+	        AND tgname = 'webhooks_routes_changed'"), 'A',
+		"$from: the routes trigger exists and fires in every replication role");
 
 	is(wait_log_count($offset, qr/webhooks worker: serving database "postgres"/, 1, 30),
 		1, "$from: the worker serves the updated install");
@@ -94,6 +99,11 @@ for my $from ('1.3', '1.4')
 		3, "$from: the pending events are delivered with the webhook-ids $from gave them");
 	is(scalar(grep { $_->{path} eq '/ok/sends' } @got), 3, "$from: and the batch's three events");
 	is(scalar(grep { $_->{path} eq '/ok/bounces' } @got), 0, "$from: the held event waits for its webhook");
+	is( sq("SELECT webhooks.emit('EmailOpens', '" . payload('EmailOpens', 4) . "') IS NOT NULL;
+	        SELECT webhooks._route_kept('EmailOpens')"),
+		"t\nt", "$from: an event emitted after the update is routed, and the session keeps its route");
+	my @all = $rcv->wait_for_requests(7, 30, real('/ok/'));
+	is(scalar(@all), 7, "$from: and it is delivered");
 	poll("SELECT count(*) = 1 FROM webhooks.workers() WHERE database = 'postgres' AND worker = 0
 	       AND pid = (SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker')",
 		"$from: webhooks.workers() lists the worker");
