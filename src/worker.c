@@ -164,6 +164,8 @@ typedef struct WebhookSlot
 	int			counted;		/* of the database's count of it (shared), ours */
 	int			count_idx;		/* that count's place in the entry, -1: none yet */
 	int			claim_counted;	/* counted by the current claim, not yet leased */
+	bool		has_floor;
+	TimestampTz due_floor;		/* bounded claims start here (see read_candidates) */
 } WebhookSlot;
 
 /*
@@ -224,6 +226,8 @@ typedef struct WorkerState
 	uint64		lease_token_base;	/* random per worker start */
 	uint64		claims_made;
 	uint32		claim_rotor;	/* round-robin start among the claim's webhooks */
+	TimestampTz next_full_scan; /* claims until then start at each webhook's floor */
+	TimestampTz next_due_check; /* find_next_due reads the queue again then */
 
 	char		activity[128];	/* the activity string last reported */
 } WorkerState;
@@ -479,7 +483,8 @@ commit_xact(void)
 static void
 prepare_plans(void)
 {
-	Oid			t_cand[2] = {INT4OID, INT8ARRAYOID};
+	Oid			t_cand[4] = {INT4OID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	Oid			t_next_due[4] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
 	Oid			t_claim[3] = {INT8ARRAYOID, TIMESTAMPTZOID, INT8OID};
 	Oid			t_hold[1] = {INT8ARRAYOID};
 	Oid			t_record[1];
@@ -509,19 +514,24 @@ prepare_plans(void)
 	 * Due rows per webhook (at most one active per event type, so few):
 	 * each webhook's rows come from its own range of deliveries_due, so a
 	 * saturated webhook's backlog is never scanned to find another's rows.
+	 * A webhook listed in $3 with a floor in $4 is read from its floor on
+	 * (see read_candidates).
 	 */
 	plans.candidates = wh_keep_plan(
-		"SELECT c.id, w.id, w.is_active "
+		"SELECT c.id, w.id, w.is_active, c.next_attempt_at "
 		"  FROM webhooks.webhooks w "
+		"  LEFT JOIN ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)) AS f(webhook_id, due_floor) "
+		"    ON f.webhook_id = w.id "
 		" CROSS JOIN LATERAL ("
-		"       SELECT d.id FROM webhooks.deliveries d "
+		"       SELECT d.id, d.next_attempt_at FROM webhooks.deliveries d "
 		"        WHERE d.webhook_id = w.id AND d.state = 'pending' "
+		"          AND d.next_attempt_at >= COALESCE(f.due_floor, '-infinity'::pg_catalog.timestamptz) "
 		"          AND d.next_attempt_at <= pg_catalog.now() "
 		"        ORDER BY d.next_attempt_at "
 		"        LIMIT $1 "
 		"          FOR UPDATE SKIP LOCKED) c "
 		" WHERE w.id <> ALL ($2)",
-		2, t_cand);
+		4, t_cand);
 	plans.claim = wh_keep_plan(
 		"UPDATE webhooks.deliveries d "
 		"   SET next_attempt_at = $2, lease_until = $2, lease_token = $3, "
@@ -542,12 +552,16 @@ prepare_plans(void)
 	/* webhooks with every slot taken are skipped: their completions wake us */
 	plans.next_due = wh_keep_plan(
 		"SELECT pg_catalog.min(x.t) FROM webhooks.webhooks w "
+		"  LEFT JOIN ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS f(webhook_id, due_floor) "
+		"    ON f.webhook_id = w.id "
 		" CROSS JOIN LATERAL ("
 		"       SELECT d.next_attempt_at AS t FROM webhooks.deliveries d "
 		"        WHERE d.webhook_id = w.id AND d.state = 'pending' "
+		"          AND d.next_attempt_at >= COALESCE(f.due_floor, '-infinity'::pg_catalog.timestamptz) "
+		"          AND d.next_attempt_at <= $4 "
 		"        ORDER BY d.next_attempt_at LIMIT 1) x "
 		" WHERE w.id <> ALL ($1)",
-		1, t_cand + 1);
+		4, t_next_due);
 	plans.record = wh_keep_plan("SELECT webhooks._record_results($1)", 1, t_record);
 
 	/*
@@ -594,6 +608,8 @@ prepare_plans(void)
 }
 
 /* after DROP EXTENSION or an error: saved plans may point at dropped objects */
+static void forget_floors(void);
+
 static void
 forget_plans(void)
 {
@@ -612,6 +628,7 @@ forget_plans(void)
 		FreeTupleDesc(plans.result_desc);
 	plans.result_desc = NULL;
 	plans.result_typid = InvalidOid;
+	forget_floors();
 }
 
 /*
@@ -735,6 +752,7 @@ slot_for(int64 webhook_id)
 		s->counted = 0;
 		s->count_idx = -1;
 		s->claim_counted = 0;
+		s->has_floor = false;
 	}
 	return s;
 }
@@ -1251,6 +1269,7 @@ typedef struct Candidates
 	ClaimGroup *groups;
 	int			ngroups;
 	Datum	   *rows;			/* delivery ids, each group's together, oldest first */
+	TimestampTz *due;			/* and their next_attempt_at */
 	Datum	   *held;			/* rows of inactive webhooks: to be held */
 	int			nheld;
 } Candidates;
@@ -1299,6 +1318,94 @@ release_previous_leases(void)
 }
 
 /*
+ * Floors.  A claim reads each webhook's due rows in deliveries_due order
+ * (next_attempt_at), and a claimed or finished row leaves its old index
+ * entry behind until vacuum removes it, which a snapshot held open (a long
+ * pg_dump) prevents: with every claim reading the queue from its start,
+ * each walked all the entries of the rows delivered since the snapshot was
+ * taken, and a 5-minute snapshot cut the worker to a seventh of its rate
+ * (perf: 77 % of its CPU in the claim's and find_next_due's index scans).
+ * So a claim starts each webhook at its floor, the due time of the first
+ * row it did not take last time (or of its last taken row).  Rows can still
+ * become due below a floor: a transaction's events carry its start time
+ * and may commit after later ones were claimed, a row skipped as locked
+ * stays, a held row released keeps its time.  A full claim from the start
+ * of every webhook finds them, and resets the floors: the first claim after
+ * next_full_scan, set after each full claim to 20 times what it took (at
+ * most 10 s).  A full claim costs what a bounded one does when nothing is
+ * dead, so then they alternate every few milliseconds; with a snapshot held
+ * they make at most a twentieth of the worker's time.
+ */
+#define SCAN_COST_FACTOR 20
+#define FULL_SCAN_MAX_INTERVAL_MS 10000
+#define NEXT_DUE_MAX_INTERVAL_MS POLL_INTERVAL_MS
+
+static void
+forget_floors(void)
+{
+	HASH_SEQ_STATUS seq;
+	WebhookSlot *s;
+
+	wk.next_full_scan = 0;
+	wk.next_due_check = 0;
+	if (wk.slots == NULL)
+		return;
+	hash_seq_init(&seq, wk.slots);
+	while ((s = hash_seq_search(&seq)) != NULL)
+		s->has_floor = false;
+}
+
+/* the floors as two arrays (webhook ids, times); empty ones for a full claim */
+static void
+floor_arrays(bool full, Datum *ids, Datum *floors)
+{
+	HASH_SEQ_STATUS seq;
+	WebhookSlot *s;
+	long		n = hash_get_num_entries(wk.slots);
+	Datum	   *id = palloc(sizeof(Datum) * (n + 1));
+	Datum	   *at = palloc(sizeof(Datum) * (n + 1));
+	int			k = 0;
+
+	hash_seq_init(&seq, wk.slots);
+	while ((s = hash_seq_search(&seq)) != NULL)
+		if (!full && s->has_floor)
+		{
+			id[k] = Int64GetDatum(s->webhook_id);
+			at[k] = TimestampTzGetDatum(s->due_floor);
+			k++;
+		}
+	*ids = make_array(id, NULL, k, INT8OID);
+	*floors = make_array(at, NULL, k, TIMESTAMPTZOID);
+}
+
+/* when the next full claim or due-time read may run, after one that took "from" to "to" */
+static TimestampTz
+after_scan(TimestampTz from, TimestampTz to, int max_ms)
+{
+	int64		took_us = Max(to - from, 0);
+
+	return TimestampTzPlusMilliseconds(to, Min(took_us * SCAN_COST_FACTOR / 1000, (int64) max_ms));
+}
+
+/*
+ * The claim's rows are taken or left: each webhook's floor is the due time
+ * of its first row left, or of its last row taken.
+ */
+static void
+set_floors(Candidates *c)
+{
+	for (int g = 0; g < c->ngroups; g++)
+	{
+		ClaimGroup *gr = &c->groups[g];
+
+		if (gr->n == 0)
+			continue;
+		gr->slot->due_floor = c->due[gr->first + Min(gr->taken, gr->n - 1)];
+		gr->slot->has_floor = true;
+	}
+}
+
+/*
  * Lock up to "room" due rows of each webhook not in "saturated" and group
  * them by webhook.  False when the install changed meanwhile: the query may
  * have waited for a DROP/CREATE EXTENSION to commit and then run against
@@ -1307,21 +1414,29 @@ release_previous_leases(void)
 static bool
 read_candidates(int room, Datum saturated, Candidates *c)
 {
-	Datum		args[2] = {Int32GetDatum(room), saturated};
+	Datum		args[4] = {Int32GetDatum(room), saturated};
+	TimestampTz start = GetCurrentTimestamp();
+	bool		full = start >= wk.next_full_scan;
 	int			ncand,
 				nactive = 0,
 				i;
 	Datum	   *ids;
+	TimestampTz *due;
 	int		   *group_of;
 
+	floor_arrays(full, &args[2], &args[3]);
 	if (SPI_execute_plan(plans.candidates, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not select due deliveries");
+	if (full)
+		wk.next_full_scan = after_scan(start, GetCurrentTimestamp(), FULL_SCAN_MAX_INTERVAL_MS);
 	if (get_extension_oid("webhooks", true) != wk.extension_oid)
 		return false;
 	ncand = (int) SPI_processed;
 	ids = palloc(sizeof(Datum) * (ncand + 1));
+	due = palloc(sizeof(TimestampTz) * (ncand + 1));
 	group_of = palloc(sizeof(int) * (ncand + 1));
 	c->rows = palloc(sizeof(Datum) * (ncand + 1));
+	c->due = palloc(sizeof(TimestampTz) * (ncand + 1));
 	c->held = palloc(sizeof(Datum) * (ncand + 1));
 	c->groups = palloc0(sizeof(ClaimGroup) * (ncand + 1));
 	c->ngroups = c->nheld = 0;
@@ -1350,6 +1465,7 @@ read_candidates(int room, Datum saturated, Candidates *c)
 		}
 		c->groups[g].n++;
 		group_of[nactive] = g;
+		due[nactive] = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 		ids[nactive++] = id;
 	}
 	for (i = 1; i < c->ngroups; i++)
@@ -1358,6 +1474,7 @@ read_candidates(int room, Datum saturated, Candidates *c)
 	{
 		ClaimGroup *gr = &c->groups[group_of[i]];
 
+		c->due[gr->first + gr->taken] = due[i];
 		c->rows[gr->first + gr->taken++] = ids[i];
 	}
 	for (i = 0; i < c->ngroups; i++)
@@ -1452,16 +1569,27 @@ lease_rows(Datum *ids, int n)
 /*
  * When the queue ran dry: sleep until its next due row.  Due rows that the
  * claim could not take are locked by another session (SKIP LOCKED): do not
- * spin on them, the poll comes back.
+ * spin on them, the poll comes back.  Only the next poll interval is read
+ * (the poll claims anyway), from each webhook's floor, and not again before
+ * 20 times what the last read took (the floors' reasons, above: a held
+ * snapshot leaves the entries of the rows claimed meanwhile, due at their
+ * lease's end, in this range).
  */
 static void
 find_next_due(Datum saturated)
 {
 	bool		isnull;
 	Datum		due;
+	Datum		args[4] = {saturated};
+	TimestampTz start = GetCurrentTimestamp();
 
-	if (SPI_execute_plan(plans.next_due, &saturated, NULL, true, 1) != SPI_OK_SELECT)
+	if (start < wk.next_due_check)
+		return;
+	floor_arrays(false, &args[1], &args[2]);
+	args[3] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(start, POLL_INTERVAL_MS));
+	if (SPI_execute_plan(plans.next_due, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the next due time");
+	wk.next_due_check = after_scan(start, GetCurrentTimestamp(), NEXT_DUE_MAX_INTERVAL_MS);
 	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	wk.next_due = isnull ? 0 : DatumGetTimestampTz(due);
 	if (wk.next_due != 0 && wk.next_due <= GetCurrentTimestamp())
@@ -1500,6 +1628,7 @@ claim(int room)
 	hold_rows(c.held, c.nheld);
 	if (npick > 0)
 		lease_rows(pick, npick);
+	set_floors(&c);
 	uncount_claim_leftovers();
 	if (npick < room)
 		find_next_due(saturated);
