@@ -31,5 +31,23 @@ SELECT pg_relation_size('webhooks.deliveries') = :backlog_size AS pages_kept,
 SELECT c.relname, c.reloptions, t.reloptions AS toast_reloptions
   FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid
  WHERE c.oid IN ('webhooks.deliveries'::regclass, 'webhooks.event_batches'::regclass) ORDER BY c.relname;
+-- webhook_stats counts the queue through its indexes (1.6), not by reading
+-- every page the backlog left: pending, in flight (leased: due at the
+-- lease's end) and held rows, then no sequential scan of the queue
+INSERT INTO webhooks.deliveries (webhook_id, event_type, body, state, next_attempt_at, lease_until)
+SELECT w.id, 'EmailOpens', '{}', s.state, now() + s.due, now() + s.lease
+  FROM webhooks.webhooks w,
+       (VALUES ('pending', interval '0', NULL::interval), ('pending', interval '1 minute', interval '1 minute'),
+               ('pending', interval '1 hour', NULL), ('held', interval '0', NULL)) s(state, due, lease)
+ WHERE w.name = 'plans';
+VACUUM webhooks.deliveries;
+-- (the backend's counts since its last flush of statistics: the difference
+-- within one transaction)
+BEGIN;
+SELECT seq_scan AS seq_before FROM pg_stat_xact_user_tables WHERE relid = 'webhooks.deliveries'::regclass \gset
+SELECT pending, in_flight, held FROM webhooks.webhook_stats WHERE webhook_name = 'plans';
+SELECT seq_scan - :seq_before AS seq_scans FROM pg_stat_xact_user_tables WHERE relid = 'webhooks.deliveries'::regclass;
+COMMIT;
+DELETE FROM webhooks.deliveries;
 DELETE FROM webhooks.webhooks WHERE name = 'plans';
 ALTER TABLE webhooks.deliveries RESET (autovacuum_enabled);
