@@ -916,10 +916,13 @@ def history_phase(sinks, res):
     say("== history: %d rows of history (%s, spread over log_retention %s) ==" % (
         HISTORY_ROWS, table, guc_duration(HISTORY_RETENTION)))
     say("schema: " + SCHEMA.describe())
-    ok = abs(b - a) <= HISTORY_BAND * a
-    say("  %-4s peak, median of %d: fresh install %.0f/s %s, with history %.0f/s %s (%+.1f %%; target: equal"
-        " within the noise, taken as +-%d %%)" % (verdict(ok), HISTORY_RUNS, a, fresh, b, with_h,
-                                                  100.0 * (b - a) / a, HISTORY_BAND * 100))
+    # the history must not cost throughput: a median more than the band below the fresh one fails
+    # (one above it is the machine's noise in the history's favour, reported as such)
+    ok = b >= (1.0 - HISTORY_BAND) * a
+    say("  %-4s peak, median of %d: fresh install %.0f/s %s, with history %.0f/s %s (%+.1f %%; target: the"
+        " history costs nothing, taken as a median no more than %d %% below the fresh one)%s" % (
+            verdict(ok), HISTORY_RUNS, a, fresh, b, with_h, 100.0 * (b - a) / a, HISTORY_BAND * 100,
+            "; faster than fresh by more than the band: noise" if b > (1.0 + HISTORY_BAND) * a else ""))
     sa, sb = med(st_fresh), med(st_hist)
     ok = sb <= STATS_TARGET_MS
     say("  %-4s SELECT * FROM webhooks.webhook_stats, median of %d: fresh %.1f ms, with history %.1f ms (target:"
@@ -1007,11 +1010,23 @@ def snapshot_phase(sinks, res):
     pre_rate = med([r[2] for r in before])
     pre_backlog = max([r[5] for r in before] or [0])
     backlog_ok = 2 * max(pre_backlog, 500)
+    # throughput recovered: the first 10 s window after the release delivering >= 85 % of the
+    # pre-snapshot rate, and the first minute after the release doing so in the median
     rec = None
     for r in after:
-        if r[2] >= 0.85 * pre_rate and r[5] <= backlog_ok:
-            rec = r[0] - released_at
+        if r[2] >= 0.85 * pre_rate:
+            rec = max(0.0, r[0] - released_at)
             break
+    first_minute = [r[2] for r in after if r[0] - released_at <= 60]
+    first_minute_rate = med(first_minute) if first_minute else 0.0
+    # the backlog built while held: drained when back to 2 x max(pre-snapshot backlog, 500)
+    drained = None
+    for r in after:
+        if r[5] <= backlog_ok:
+            drained = max(0.0, r[0] - released_at)
+            break
+    at_release = held[-1][5] if held else 0
+    surplus = pk - load.offered
     say("")
     say("== snapshot: REPEATABLE READ snapshot held %.0f min under %.0f events/s offered ==" % (
         SNAP_MINUTES, load.offered))
@@ -1023,13 +1038,24 @@ def snapshot_phase(sinks, res):
     say("  dead tuples in webhooks.deliveries: before %d, at the release %d; its size %.1f -> %.1f MB" % (
         before[-1][6] if before else -1, held[-1][6] if held else -1,
         (before[-1][7] if before else 0) / 1048576.0, (held[-1][7] if held else 0) / 1048576.0))
-    say("  recovered: the first 10 s window after the release delivering >= 85 %% of the pre-snapshot rate with"
-        " a backlog <= %d events (2 x max(pre-snapshot backlog, 500))" % backlog_ok)
+    say("  throughput recovered: the first 10 s window after the release delivering >= 85 %% of the"
+        " pre-snapshot rate (%.0f/s), and the median of the first minute's windows doing so" % (0.85 * pre_rate))
     if rec is None:
-        say("  FAIL not recovered within the %.0f minutes observed after the release" % SNAP_AFTER)
+        say("  FAIL throughput not recovered within the %.0f minutes observed after the release" % SNAP_AFTER)
     else:
-        say("  %-4s recovered %.0f s after the release (window end; target <= %d s)" % (
-            verdict(rec <= RECOVERY_TARGET_S), rec, RECOVERY_TARGET_S))
+        ok = rec <= RECOVERY_TARGET_S and first_minute_rate >= 0.85 * pre_rate
+        say("  %-4s throughput recovered %.0f s after the release (window end; target <= %d s); first minute's"
+            " median %.0f/s (%.0f %% of the pre-snapshot rate)" % (
+                verdict(ok), rec, RECOVERY_TARGET_S, first_minute_rate, 100.0 * first_minute_rate / pre_rate))
+    # the backlog: reported, not a target (it cannot drain faster than peak - offered)
+    if surplus > 0:
+        say("  (backlog %d at the release: at the peak rate minus the offered load (%.0f/s) it takes at least"
+            " %.0f s to drain)" % (at_release, surplus, at_release / surplus))
+    if drained is None:
+        say("  backlog not back to <= %d within the %.0f minutes observed (at the end: %d)" % (
+            backlog_ok, SNAP_AFTER, after[-1][5] if after else -1))
+    else:
+        say("  backlog back to <= %d events %.0f s after the release" % (backlog_ok, drained))
     say("  around the release (t s, state, deliveries/s, p50 ms, p99 ms, backlog):")
     for r in rows:
         if released_at - 60 <= r[0] <= released_at + 120:
