@@ -1334,7 +1334,10 @@ release_previous_leases(void)
  * next_full_scan, set after each full claim to 20 times what it took (at
  * most 10 s).  A full claim costs what a bounded one does when nothing is
  * dead, so then they alternate every few milliseconds; with a snapshot held
- * they make at most a twentieth of the worker's time.
+ * they make a twentieth of the worker's time until one takes half a
+ * second, more as the dead entries pile up (in the soak, the last of 5
+ * minutes held at 4,600 events/s).  A 60 s bound kept the hold flat but
+ * was slower after the release in one run (RESULTS.md).
  */
 #define SCAN_COST_FACTOR 20
 #define FULL_SCAN_MAX_INTERVAL_MS 10000
