@@ -162,17 +162,22 @@ routes_can_be_kept(Relation rel)
 	return false;
 }
 
+/* the route kept for an event type, or NULL */
+static Route *
+kept_route(const char *event_type)
+{
+	for (int i = 0; i < nroutes; i++)
+		if (strcmp(routes[i].event_type, event_type) == 0)
+			return &routes[i];
+	return NULL;
+}
+
 /* webhooks._route_kept(event_type): whether this backend keeps its route (tests) */
 PG_FUNCTION_INFO_V1(webhooks_route_kept);
 Datum
 webhooks_route_kept(PG_FUNCTION_ARGS)
 {
-	char	   *event_type = text_to_cstring(PG_GETARG_TEXT_PP(0));
-
-	for (int i = 0; i < nroutes; i++)
-		if (strcmp(routes[i].event_type, event_type) == 0)
-			PG_RETURN_BOOL(true);
-	PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(kept_route(text_to_cstring(PG_GETARG_TEXT_PP(0))) != NULL);
 }
 
 /*
@@ -195,10 +200,10 @@ wh_queue_active_webhook(const char *event_type)
 	bool		keep;
 	uint64		invalidations;
 	Snapshot	snapshot;
+	Route	   *kept = kept_route(event_type);
 
-	for (int i = 0; i < nroutes; i++)
-		if (strcmp(routes[i].event_type, event_type) == 0)
-			return routes[i].webhook_id;
+	if (kept != NULL)
+		return kept->webhook_id;
 
 	register_relcache_callback();
 	nsp = webhooks_nsp();
